@@ -1,0 +1,257 @@
+"""`DaskCompute`: where tasks run. An existing scheduler, or a Dask cluster class started for you."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import threading
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from prefect.blocks.core import Block
+from pydantic import Field, field_validator
+
+from prefect_mltrain.errors import ComputeError, ConfigurationError
+
+if TYPE_CHECKING:
+    from prefect_dask import DaskTaskRunner
+
+logger = logging.getLogger("prefect_mltrain.compute")
+
+LOCAL_CLUSTER = "distributed.LocalCluster"
+LOCAL_CUDA_CLUSTER = "dask_cuda.LocalCUDACluster"
+
+# Clusters started with `reuse_cluster=True`, one per configuration and Python process.
+_clusters: dict[str, Any] = {}
+_clusters_lock = threading.Lock()
+
+
+def visible_gpu_count() -> int:
+    """Count the NVIDIA GPUs this process may use, without importing CUDA libraries.
+
+    `CUDA_VISIBLE_DEVICES` wins when set; otherwise `nvidia-smi -L` is asked.
+
+    >>> import os; os.environ["CUDA_VISIBLE_DEVICES"] = "0,1"; visible_gpu_count()
+    2
+    >>> os.environ["CUDA_VISIBLE_DEVICES"] = ""; visible_gpu_count()
+    0
+    >>> del os.environ["CUDA_VISIBLE_DEVICES"]
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+def _import_object(path: str) -> Any:
+    module_name, _, attr = path.rpartition(".")
+    if not module_name:
+        raise ConfigurationError(
+            f"`cluster_class`={path!r} must be a dotted import path such as "
+            f"{LOCAL_CLUSTER!r}."
+        )
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except ImportError as exc:
+        hint = " Install it with: pip install 'prefect-mltrain[gpu]'" if "dask_cuda" in path else ""
+        raise ConfigurationError(f"`cluster_class`={path!r} cannot be imported: {exc}.{hint}") from exc
+    except AttributeError:
+        raise ConfigurationError(
+            f"`cluster_class`={path!r}: module {module_name!r} has no attribute {attr!r}."
+        ) from None
+
+
+class DaskCompute(Block):
+    """A Dask compute target for training tasks: an existing scheduler or a cluster class.
+
+    With no fields set it starts a `distributed.LocalCluster` on this machine, or dask-cuda's
+    `LocalCUDACluster` (one worker per GPU) where GPUs and dask-cuda are present.
+
+    Example:
+        ```python
+        from prefect_mltrain.blocks import DaskCompute
+
+        DaskCompute(address="tcp://10.0.0.5:8786").save("gpu-box")
+        compute = DaskCompute.load("gpu-box")
+        ```
+    """
+
+    _block_type_name = "Dask Compute"
+    _logo_url = None  # type: ignore[assignment]
+    _description = "A Dask cluster or scheduler address on which prefect-mltrain runs training tasks."
+
+    address: str | None = Field(
+        default=None,
+        title="Scheduler address",
+        description="Address of a running Dask scheduler, e.g. `tcp://10.0.0.5:8786`. "
+        "When set, `cluster_class` is not used.",
+    )
+    cluster_class: str = Field(
+        default="auto",
+        title="Cluster class",
+        description="Import path of the Dask cluster class to start, e.g. "
+        "`distributed.LocalCluster`, `dask_cuda.LocalCUDACluster` or "
+        "`dask_jobqueue.SLURMCluster`; `auto` picks LocalCUDACluster where GPUs exist.",
+    )
+    cluster_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        title="Cluster keyword arguments",
+        description="Keyword arguments for the cluster class, e.g. `{\"n_workers\": 2}`.",
+    )
+    adapt_kwargs: dict[str, Any] | None = Field(
+        default=None,
+        title="Adaptive scaling",
+        description="Keyword arguments for `cluster.adapt()`, e.g. `{\"minimum\": 1, "
+        "\"maximum\": 8}`; leave empty for a fixed-size cluster.",
+    )
+    gpus_per_trial: float = Field(
+        default=0,
+        ge=0,
+        title="GPUs per trial",
+        description="GPUs each training task needs, requested as the Dask resource `GPU`.",
+    )
+    reuse_cluster: bool = Field(
+        default=True,
+        title="Reuse cluster",
+        description="Start the cluster once per Python process and reuse it for later flow "
+        "runs in that process, instead of paying its start-up on every run.",
+    )
+    connect_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        title="Connect timeout",
+        description="Seconds to wait when checking that `address` answers.",
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlparse(value if "://" in value else f"tcp://{value}")
+        if not parsed.hostname or parsed.port is None:
+            raise ValueError(
+                f"`address` must look like 'tcp://HOST:PORT', but got {value!r}. "
+                f"Fix: give the scheduler's host and port, e.g. 'tcp://10.0.0.5:8786'."
+            )
+        return value
+
+    def resolved_cluster_class(self) -> str:
+        """The cluster class this block starts, after `auto` and the no-GPU fall-back.
+
+        Returns:
+            An import path; LocalCluster when dask-cuda was asked for but no GPU is visible.
+        """
+        wanted = self.cluster_class
+        gpus = visible_gpu_count() if wanted in ("auto", LOCAL_CUDA_CLUSTER) else 0
+        if wanted == "auto":
+            if gpus == 0:
+                return LOCAL_CLUSTER
+            try:
+                importlib.import_module("dask_cuda")
+            except ImportError:
+                logger.warning(
+                    "%d GPU(s) visible but dask-cuda is not installed; using %s. For one "
+                    "worker per GPU: pip install 'prefect-mltrain[gpu]'", gpus, LOCAL_CLUSTER,
+                )
+                return LOCAL_CLUSTER
+            return LOCAL_CUDA_CLUSTER
+        if wanted == LOCAL_CUDA_CLUSTER and gpus == 0:
+            logger.warning(
+                "cluster_class=%s but no GPU is visible (nvidia-smi finds none, or "
+                "CUDA_VISIBLE_DEVICES is empty); falling back to %s.", wanted, LOCAL_CLUSTER,
+            )
+            return LOCAL_CLUSTER
+        return wanted
+
+    def check_reachable(self) -> None:
+        """Fail fast when `address` is set and nothing answers there.
+
+        Raises:
+            ComputeError: The scheduler cannot be reached; the message says how to fix it.
+        """
+        if self.address is None:
+            return
+        parsed = urlparse(self.address if "://" in self.address else f"tcp://{self.address}")
+        try:
+            with socket.create_connection(
+                (parsed.hostname, parsed.port), timeout=self.connect_timeout
+            ):
+                pass
+        except OSError as exc:
+            raise ComputeError(
+                f"The Dask scheduler at `address`={self.address!r} cannot be reached ({exc}). "
+                f"Fix: start it (`dask scheduler --port {parsed.port}` and `dask worker "
+                f"{self.address}`), or correct the address."
+            ) from None
+
+    def worker_resources(self) -> dict[str, float]:
+        """Dask resources each training task asks for (`{"GPU": n}` when it needs GPUs)."""
+        return {"GPU": self.gpus_per_trial} if self.gpus_per_trial else {}
+
+    def _cluster_kwargs(self, cluster_class: str) -> dict[str, Any]:
+        kwargs = dict(self.cluster_kwargs)
+        if cluster_class in (LOCAL_CLUSTER, LOCAL_CUDA_CLUSTER):
+            # A fixed dashboard port clashes between concurrent flow runs; pick a free one.
+            kwargs.setdefault("dashboard_address", ":0")
+        if cluster_class == LOCAL_CLUSTER and self.gpus_per_trial:
+            kwargs.setdefault("resources", {"GPU": visible_gpu_count() or 1})
+        return kwargs
+
+    def _shared_cluster_address(self, cluster_class: str) -> str:
+        kwargs = self._cluster_kwargs(cluster_class)
+        key = repr((cluster_class, sorted(kwargs.items()), self.adapt_kwargs))
+        with _clusters_lock:
+            cluster = _clusters.get(key)
+            if cluster is None or cluster.status.name in ("closed", "closing", "failed"):
+                cluster = _import_object(cluster_class)(**kwargs)
+                # The scheduler runs in this process; its INFO lines would flood flow logs.
+                logging.getLogger("distributed").setLevel(logging.WARNING)
+                if self.adapt_kwargs:
+                    cluster.adapt(**self.adapt_kwargs)
+                _clusters[key] = cluster
+        return str(cluster.scheduler_address)
+
+    def task_runner(self) -> DaskTaskRunner:
+        """A prefect-dask `DaskTaskRunner` for this compute target.
+
+        Raises:
+            ComputeError: `address` is set and does not answer.
+            ConfigurationError: `cluster_class` cannot be imported.
+        """
+        from prefect_dask import DaskTaskRunner
+
+        if self.address:
+            self.check_reachable()
+            return DaskTaskRunner(address=self.address)
+        cluster_class = self.resolved_cluster_class()
+        if self.reuse_cluster:
+            return DaskTaskRunner(address=self._shared_cluster_address(cluster_class))
+        _import_object(cluster_class)  # fail here, in the flow, with a clear message
+        return DaskTaskRunner(
+            cluster_class=cluster_class,
+            cluster_kwargs=self._cluster_kwargs(cluster_class),
+            adapt_kwargs=self.adapt_kwargs,
+        )
+
+
+def close_shared_clusters() -> None:
+    """Close the clusters kept by `reuse_cluster=True` (also done at interpreter exit)."""
+    with _clusters_lock:
+        for cluster in _clusters.values():
+            try:
+                cluster.close()
+            except Exception:  # closing is best effort at shutdown
+                pass
+        _clusters.clear()

@@ -1,0 +1,286 @@
+"""`TrainingEnvironment`: the Python a job runs in, defined once and identified by a content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr, model_validator
+
+from prefect_mltrain.errors import EnvironmentSpecError
+
+# Conda packages whose PyPI distribution has the same name, or the name given here.
+# Anything else in a conda file cannot be translated for sure and is refused.
+CONDA_TO_PYPI: dict[str, str] = {
+    name: name
+    for name in (
+        "numpy scipy pandas scikit-learn matplotlib seaborn requests pyyaml tqdm joblib pillow "
+        "mlflow torchvision torchaudio xgboost lightgbm catboost statsmodels sympy networkx h5py "
+        "pyarrow polars plotly click rich typer pydantic fastapi uvicorn flask jinja2 six "
+        "setuptools wheel cloudpickle dask distributed optuna onnx onnxruntime transformers "
+        "datasets tokenizers opencv-python-headless scikit-image imageio tabulate"
+    ).split()
+} | {"pytorch": "torch", "py-xgboost": "xgboost", "pytorch-lightning": "pytorch-lightning",
+     "lightning": "lightning", "tensorboard": "tensorboard", "ipykernel": "ipykernel"}
+
+_CONDA_KEYS = {"name", "channels", "dependencies", "prefix", "variables"}
+_CONDA_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]+)\s*(?P<op>==|=|>=|<=|>|<|!=)?\s*(?P<ver>[^=\s]*)")
+_PYTHON_VERSION = re.compile(r"^3\.\d{1,2}(\.\d{1,2})?$")
+
+
+def _translate_conda_dependency(spec: str) -> str | None:
+    """Translate one conda dependency to a pip requirement, or None when it has no sure twin.
+
+    >>> _translate_conda_dependency("scikit-learn=1.5")
+    'scikit-learn==1.5.*'
+    >>> _translate_conda_dependency("pytorch>=2.0")
+    'torch>=2.0'
+    >>> _translate_conda_dependency("cudatoolkit=11.8") is None
+    True
+    """
+    match = _CONDA_SPEC.match(spec.split("::")[-1].strip())
+    if not match or match.group("name").lower() not in CONDA_TO_PYPI:
+        return None
+    name = CONDA_TO_PYPI[match.group("name").lower()]
+    op, version = match.group("op"), match.group("ver")
+    if not op:
+        return name
+    if op == "=":  # conda's `=1.5` means 1.5.*; a build string after a second `=` is dropped
+        return f"{name}=={version}" if version.endswith("*") else f"{name}=={version}.*"
+    return f"{name}{op}{version}"
+
+
+def parse_conda_file(text: str, origin: str) -> dict[str, Any]:
+    """Parse a conda environment file into a python version, pip requirements and channels.
+
+    Args:
+        text: The YAML text.
+        origin: Where it came from, for error messages.
+
+    Returns:
+        `{"python_version", "conda_dependencies", "pip_requirements", "pip_translated",
+        "untranslatable", "channels"}`.
+
+    Raises:
+        EnvironmentSpecError: It does not parse, has unknown keys, or a malformed entry.
+    """
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise EnvironmentSpecError(
+            f"The conda file {origin} is not valid YAML{where}: "
+            f"{getattr(exc, 'problem', exc)}. Fix the file and try again."
+        ) from None
+    if not isinstance(doc, dict):
+        raise EnvironmentSpecError(
+            f"The conda file {origin} must be a mapping with `dependencies:`, but it holds "
+            f"a {type(doc).__name__}."
+        )
+    unknown = sorted(set(doc) - _CONDA_KEYS)
+    if unknown:
+        raise EnvironmentSpecError(
+            f"The conda file {origin} has unknown keys {unknown}; valid keys are "
+            f"{sorted(_CONDA_KEYS)}. Fix: remove or rename them."
+        )
+    python_version = None
+    conda_deps: list[str] = []
+    pip_reqs: list[str] = []
+    for entry in doc.get("dependencies") or []:
+        if isinstance(entry, dict) and set(entry) == {"pip"}:
+            pip_reqs.extend(str(r).strip() for r in entry["pip"] or [])
+        elif isinstance(entry, str):
+            entry = entry.strip()
+            if entry.split("=")[0].split(">")[0].split("<")[0].strip() == "python":
+                python_version = re.sub(r"^python\s*=*\s*", "", entry).rstrip(".*") or None
+            elif entry != "pip" and not entry.startswith("pip="):
+                conda_deps.append(entry)
+        else:
+            raise EnvironmentSpecError(
+                f"The conda file {origin} has a dependency {entry!r} that is neither a package "
+                f"spec nor a `pip:` list."
+            )
+    translated = {dep: _translate_conda_dependency(dep) for dep in conda_deps}
+    return {
+        "python_version": python_version,
+        "conda_dependencies": sorted(conda_deps),
+        "pip_requirements": pip_reqs,
+        "pip_translated": sorted(v for v in translated.values() if v),
+        "untranslatable": sorted(k for k, v in translated.items() if v is None),
+        "channels": list(doc.get("channels") or []),
+        "variables": dict(doc.get("variables") or {}),
+    }
+
+
+def _normalise_requirement(req: str) -> str:
+    """Lower-case the name and drop spaces and comments so equal specs hash equally."""
+    req = req.split("#", 1)[0].strip()
+    match = re.match(r"^([A-Za-z0-9_.\-]+)(.*)$", req)
+    if not match:
+        return req
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower() + match.group(2).replace(" ", "")
+
+
+class TrainingEnvironment(Block):
+    """The software a training job runs in: pip requirements, a conda file, or a given Python.
+
+    Defined once and reused; its identity is a content hash over the normalised spec, so the
+    same spec is built once per machine and every later job reuses the build.
+
+    Example:
+        ```python
+        from prefect_mltrain.blocks import TrainingEnvironment
+
+        TrainingEnvironment(pip_requirements=["scikit-learn==1.9.1"]).save("sklearn-env")
+        env = TrainingEnvironment.load("sklearn-env")
+        ```
+    """
+
+    _block_type_name = "Training Environment"
+    _logo_url = None  # type: ignore[assignment]
+    _description = "A Python environment for training jobs, built once and cached by content hash."
+
+    python_version: str | None = Field(
+        default=None,
+        title="Python version",
+        description="Python for a built environment, e.g. `3.11`; empty means the Python "
+        "running the flow. The machine must have it.",
+    )
+    pip_requirements: list[str] = Field(
+        default_factory=list,
+        title="Pip requirements",
+        description="Requirement specifiers installed into a fresh virtualenv, e.g. "
+        "`[\"scikit-learn==1.9.1\", \"pandas\"]`.",
+    )
+    pip_requirements_file: str | None = Field(
+        default=None,
+        title="Requirements file",
+        description="Path of a requirements.txt whose lines are added to `pip_requirements`.",
+    )
+    conda_file: str | None = Field(
+        default=None,
+        title="Conda file",
+        description="Path of a conda environment YAML, or its text. Built with conda, mamba or "
+        "micromamba when present, otherwise translated to pip where the mapping is sure.",
+    )
+    python_executable: str | None = Field(
+        default=None,
+        title="Python executable",
+        description="User-managed: run jobs with this interpreter as is, building nothing. "
+        "When no spec is given at all, the interpreter running the flow is used.",
+    )
+    environment_variables: dict[str, str] = Field(
+        default_factory=dict,
+        title="Environment variables",
+        description="Variables set for the job's process; they do not change the content hash.",
+    )
+    registry_password: SecretStr | None = Field(
+        default=None,
+        title="Package index password",
+        description="Password or token for a private package index; never logged or hashed.",
+    )
+    index_url: str | None = Field(
+        default=None,
+        title="Package index URL",
+        description="Extra package index, e.g. `https://pypi.internal/simple`.",
+    )
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> TrainingEnvironment:
+        builds = bool(self.pip_requirements or self.pip_requirements_file or self.conda_file)
+        if self.python_executable and builds:
+            raise ValueError(
+                "`python_executable` (a user-managed environment) cannot be combined with "
+                "`pip_requirements`, `pip_requirements_file` or `conda_file`. Fix: keep one."
+            )
+        if self.python_version is not None and not _PYTHON_VERSION.match(self.python_version):
+            raise ValueError(
+                f"`python_version` must look like '3.11' or '3.11.7', but got "
+                f"{self.python_version!r}."
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        """`user-managed`, `conda` or `pip`."""
+        if self.conda_file:
+            return "conda"
+        if self.pip_requirements or self.pip_requirements_file:
+            return "pip"
+        return "user-managed"
+
+    def _conda_text(self) -> tuple[str, str]:
+        assert self.conda_file is not None
+        if "\n" in self.conda_file:
+            return self.conda_file, "given as text"
+        path = Path(self.conda_file).expanduser()
+        if not path.is_file():
+            raise EnvironmentSpecError(
+                f"`conda_file`={self.conda_file!r} does not exist. Fix: give the path of a "
+                f"conda environment YAML, or its text."
+            )
+        return path.read_text(), f"'{path}'"
+
+    def spec(self) -> dict[str, Any]:
+        """The normalised spec: what a build depends on, with files read and requirements sorted.
+
+        Raises:
+            EnvironmentSpecError: A file is missing or does not parse.
+        """
+        if self.kind == "user-managed":
+            return {"kind": "user-managed", "python": self.python_executable or sys.executable}
+        requirements = list(self.pip_requirements)
+        if self.pip_requirements_file:
+            path = Path(self.pip_requirements_file).expanduser()
+            if not path.is_file():
+                raise EnvironmentSpecError(
+                    f"`pip_requirements_file`={self.pip_requirements_file!r} does not exist. "
+                    f"Fix: give the path of a requirements.txt."
+                )
+            requirements += [
+                line for line in path.read_text().splitlines()
+                if line.strip() and not line.strip().startswith("#")
+            ]
+        python_version = self.python_version
+        spec: dict[str, Any] = {"kind": self.kind}
+        if self.conda_file:
+            text, origin = self._conda_text()
+            conda = parse_conda_file(text, origin)
+            python_version = python_version or conda["python_version"]
+            requirements += conda["pip_requirements"]
+            spec["conda"] = {k: conda[k] for k in ("conda_dependencies", "channels", "pip_translated", "untranslatable")}
+        spec["python_version"] = python_version
+        spec["pip_requirements"] = sorted({_normalise_requirement(r) for r in requirements if r.strip()})
+        if self.index_url:
+            spec["index_url"] = self.index_url
+        return spec
+
+    def content_hash(self) -> str:
+        """SHA-256 over the normalised spec: equal on every machine for equal specs.
+
+        Environment variables and secrets are left out: they do not change what is built.
+        """
+        canonical = json.dumps(self.spec(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def job_environment(self) -> dict[str, str]:
+        """The variables this environment adds to a job's process."""
+        return {str(k): str(v) for k, v in self.environment_variables.items()}
+
+
+def default_python_version() -> str:
+    """The `major.minor` of the Python running this process."""
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def is_executable(path: str) -> bool:
+    """Tell whether `path` is an executable file."""
+    return os.path.isfile(path) and os.access(path, os.X_OK)

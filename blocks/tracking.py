@@ -1,0 +1,145 @@
+"""`MlflowTracking`: where metrics, params, artifacts and registered models are kept."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prefect.blocks.core import Block
+from pydantic import Field
+
+from prefect_mltrain.settings import MltrainSettings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+class MlflowTracking(Block):
+    """MLflow tracking for training runs: a tracking URI, an artifact location and an experiment.
+
+    With no fields set it uses a SQLite store and a local artifact root under the project home
+    (`~/.prefect-mltrain/mlflow`); point `tracking_uri` at an MLflow server for a team.
+
+    Example:
+        ```python
+        from prefect_mltrain.blocks import MlflowTracking
+
+        MlflowTracking(tracking_uri="http://mlflow.internal:5000").save("team")
+        tracking = MlflowTracking.load("team")
+        ```
+    """
+
+    _block_type_name = "MLflow Tracking"
+    _logo_url = None  # type: ignore[assignment]
+    _description = "Where prefect-mltrain logs runs and registers models in MLflow."
+
+    tracking_uri: str | None = Field(
+        default=None,
+        title="Tracking URI",
+        description="MLflow tracking URI, e.g. `http://mlflow:5000` or `sqlite:///mlflow.db`; "
+        "empty means a SQLite store under the project home.",
+    )
+    registry_uri: str | None = Field(
+        default=None,
+        title="Registry URI",
+        description="MLflow model registry URI; empty means the tracking URI.",
+    )
+    artifact_location: str | None = Field(
+        default=None,
+        title="Artifact location",
+        description="Artifact root for new experiments, e.g. `s3://bucket/mlflow`; empty means "
+        "the server's default, or a folder under the project home for the default store.",
+    )
+    experiment_name: str = Field(
+        default="prefect-mltrain",
+        title="Experiment",
+        description="Experiment that runs are logged to unless a flow is given another.",
+    )
+
+    def resolved_tracking_uri(self) -> str:
+        """The tracking URI in use: `tracking_uri`, or the SQLite store under the project home."""
+        if self.tracking_uri:
+            return self.tracking_uri
+        directory = MltrainSettings().mlflow_dir
+        directory.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{directory / 'mlflow.db'}"
+
+    def resolved_artifact_location(self) -> str | None:
+        """Artifact root for new experiments, a local folder for the default store."""
+        if self.artifact_location or self.tracking_uri:
+            return self.artifact_location
+        return (MltrainSettings().mlflow_dir / "artifacts").as_uri()
+
+    def client(self) -> MlflowClient:
+        """An `MlflowClient` on this block's tracking and registry URIs."""
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.resolved_tracking_uri(), registry_uri=self.registry_uri)
+
+    def ensure_experiment(self, name: str | None = None) -> str:
+        """Create the experiment if it is missing (and, the first time, the store) and return its id.
+
+        Done once in the flow process, before Dask workers write to the store, since
+        concurrent first writes to a new SQLite store race on its schema.
+        """
+        name = name or self.experiment_name
+        client = self.client()
+        experiment = client.get_experiment_by_name(name)
+        if experiment is not None:
+            return str(experiment.experiment_id)
+        try:
+            return str(client.create_experiment(name, artifact_location=self.resolved_artifact_location()))
+        except Exception:
+            # Another process created it between our read and our write.
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            return str(experiment.experiment_id)
+
+    def environment_variables(self, run_id: str | None = None, experiment_id: str | None = None) -> dict[str, str]:
+        """Variables that make a child process's plain `mlflow.log_*` calls land in `run_id`."""
+        env = {"MLFLOW_TRACKING_URI": self.resolved_tracking_uri()}
+        if self.registry_uri:
+            env["MLFLOW_REGISTRY_URI"] = self.registry_uri
+        if run_id:
+            env["MLFLOW_RUN_ID"] = run_id
+        if experiment_id:
+            env["MLFLOW_EXPERIMENT_ID"] = experiment_id
+        return env
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        """A browser URL of the run: on the tracking server, or on a local `mlflow ui`."""
+        uri = self.resolved_tracking_uri()
+        base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def ui_command(self) -> str:
+        """The shell command that serves the MLflow UI for this store."""
+        uri = self.resolved_tracking_uri()
+        if uri.startswith(("http://", "https://")):
+            return f"open {uri}"
+        return f"mlflow ui --backend-store-uri {uri} --port 5000"
+
+    @contextlib.contextmanager
+    def start_run(
+        self,
+        experiment_id: str,
+        run_name: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> Iterator[Any]:
+        """Create an MLflow run and always end it: FINISHED, FAILED on error, KILLED on cancel.
+
+        Yields:
+            The created `mlflow.entities.Run`.
+        """
+        client = self.client()
+        run = client.create_run(experiment_id, run_name=run_name, tags=tags or {})
+        status = "FAILED"
+        try:
+            yield run
+            status = "FINISHED"
+        except (KeyboardInterrupt, SystemExit):
+            status = "KILLED"
+            raise
+        finally:
+            client.set_terminated(run.info.run_id, status=status)

@@ -1,0 +1,60 @@
+"""The errors users see. Each message says the rule, the value that broke it, and the fix."""
+
+from __future__ import annotations
+
+
+class MltrainError(Exception):
+    """Base class of every prefect-mltrain error."""
+
+
+class ConfigurationError(MltrainError, ValueError):
+    """An argument, block field or file does not satisfy a rule; nothing was started."""
+
+
+class SnapshotTooLargeError(ConfigurationError):
+    """The source directory is larger than the snapshot limit."""
+
+
+class EnvironmentSpecError(ConfigurationError):
+    """A `TrainingEnvironment` spec does not parse or cannot be provided on this machine."""
+
+
+class EnvironmentBuildError(MltrainError):
+    """Building an environment failed; the partial build was discarded."""
+
+
+class ComputeError(MltrainError):
+    """The compute target cannot be resolved or reached."""
+
+
+class JobFailedError(MltrainError):
+    """The job's command exited with a non-zero code."""
+
+    def __init__(self, message: str, exit_code: int, stderr_tail: str = "") -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.stderr_tail = stderr_tail
+
+
+class ModelRegistrationError(MltrainError):
+    """A model could not be registered; nothing was overwritten."""
+
+
+class MissingDependencyError(MltrainError, ImportError):
+    """An optional dependency is not installed."""
+
+
+def missing_extra(module: str, extra: str) -> MissingDependencyError:
+    """Build the error for an optional dependency that is not installed.
+
+    Args:
+        module: The module that failed to import.
+        extra: The prefect-mltrain extra that installs it.
+
+    Returns:
+        An error whose message gives the exact install command.
+    """
+    return MissingDependencyError(
+        f"`{module}` is required for this feature but is not installed. "
+        f"Install it with: pip install 'prefect-mltrain[{extra}]'"
+    )

@@ -1,0 +1,110 @@
+"""Run a child process and hand each line of its output to a callback while it runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """How a child process ended."""
+
+    exit_code: int
+    stderr_tail: str
+    output_tail: str
+    seconds: float
+    timed_out: bool
+
+
+def stream_process(
+    argv: Sequence[str],
+    *,
+    on_line: Callable[[str, str], None],
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    timeout: float | None = None,
+    tail_lines: int = 40,
+) -> ProcessResult:
+    """Run `argv`, calling `on_line(stream, line)` for every stdout/stderr line as it arrives.
+
+    The child runs in its own process group, so a timeout kills its children too.
+
+    Args:
+        argv: Program and arguments.
+        on_line: Called with `"stdout"` or `"stderr"` and the line without its newline.
+        env: Environment of the child; the parent's when None.
+        cwd: Working directory of the child.
+        timeout: Seconds after which the whole process group is killed.
+        tail_lines: How many last lines to keep for error messages.
+
+    Returns:
+        The exit code and the last lines of stderr and of all output.
+    """
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        list(argv),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        start_new_session=True,
+        bufsize=1,
+        text=True,
+        errors="replace",
+    )
+    stderr_tail: deque[str] = deque(maxlen=tail_lines)
+    output_tail: deque[str] = deque(maxlen=tail_lines)
+    lock = threading.Lock()
+
+    def pump(stream_name: str, pipe) -> None:  # type: ignore[no-untyped-def]
+        for raw in pipe:
+            line = raw.rstrip("\n")
+            with lock:
+                output_tail.append(line)
+                if stream_name == "stderr":
+                    stderr_tail.append(line)
+                on_line(stream_name, line)
+        pipe.close()
+
+    pumps = [
+        threading.Thread(target=pump, args=("stdout", proc.stdout), daemon=True),
+        threading.Thread(target=pump, args=("stderr", proc.stderr), daemon=True),
+    ]
+    for thread in pumps:
+        thread.start()
+    timed_out = False
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(proc)
+    except BaseException:
+        # Cancellation or Ctrl-C of the caller: never leave the job running behind it.
+        _kill_group(proc)
+        raise
+    for thread in pumps:
+        thread.join()
+    return ProcessResult(
+        exit_code=proc.returncode,
+        stderr_tail="\n".join(stderr_tail),
+        output_tail="\n".join(output_tail),
+        seconds=time.perf_counter() - started,
+        timed_out=timed_out,
+    )
+
+
+def _kill_group(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()

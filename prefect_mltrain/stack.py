@@ -1,0 +1,189 @@
+"""The embedded stack: a real local Prefect server (SQLite) under the project home.
+
+Nothing here imports Prefect, so the CLI and the test suite can start a server and point
+`PREFECT_API_URL` at it before Prefect reads its settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from prefect_mltrain.errors import ConfigurationError
+from prefect_mltrain.settings import MltrainSettings
+
+_STATE_FILE = "prefect-server.json"
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """A running Prefect server."""
+
+    api_url: str
+    pid: int | None
+    started: bool
+
+    @property
+    def ui_url(self) -> str:
+        """The URL of the Prefect UI of this server."""
+        return self.api_url.removesuffix("/api")
+
+
+def is_healthy(api_url: str, timeout: float = 2.0) -> bool:
+    """Tell whether a Prefect API answers its health check.
+
+    Args:
+        api_url: The API URL, ending in `/api`.
+        timeout: Seconds to wait for an answer.
+
+    Returns:
+        True when `GET {api_url}/health` answers 200.
+    """
+    try:
+        return httpx.get(f"{api_url}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _prefect_executable() -> str:
+    candidate = Path(sys.executable).with_name("prefect")
+    return str(candidate) if candidate.exists() else "prefect"
+
+
+def start_server(home: Path, port: int, timeout: float = 120.0) -> ServerInfo:
+    """Start `prefect server start` on 127.0.0.1:`port` with its SQLite database under `home`.
+
+    The server runs in its own session so it outlives the caller; stop it with `stop_server`.
+
+    Args:
+        home: Directory for the server's `PREFECT_HOME` (database and logs).
+        port: TCP port to listen on.
+        timeout: Seconds to wait for the health check.
+
+    Returns:
+        The running server.
+
+    Raises:
+        ConfigurationError: The port is taken or the server did not come up; the log tail says why.
+    """
+    api_url = f"http://127.0.0.1:{port}/api"
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", port)) == 0:
+            raise ConfigurationError(
+                f"Port {port} on 127.0.0.1 is taken by something that is not a healthy Prefect "
+                f"server. Fix: free it, or choose another with PREFECT_MLTRAIN_SERVER_PORT."
+            )
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_LOGGING_LEVEL="WARNING",
+    )
+    log_path = home / "server.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [_prefect_executable(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if is_healthy(api_url, timeout=1.0):
+            return ServerInfo(api_url=api_url, pid=proc.pid, started=True)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.25)
+    proc.kill()
+    tail = log_path.read_text(errors="replace")[-2000:]
+    raise ConfigurationError(
+        f"The local Prefect server on port {port} did not become healthy within {timeout:.0f} s. "
+        f"Its log ({log_path}) ends with:\n{tail}"
+    )
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
+    """Stop a process group started by `start_server`: SIGTERM, then SIGKILL."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def ensure_server(settings: MltrainSettings | None = None) -> ServerInfo:
+    """Return a reachable Prefect server: `PREFECT_API_URL` if set, else the local one.
+
+    The local server is started on first use and kept running (its pid is recorded under the
+    project home), so later jobs and the UI find it.
+
+    Raises:
+        ConfigurationError: `PREFECT_API_URL` is set but does not answer.
+    """
+    settings = settings or MltrainSettings()
+    configured = os.environ.get("PREFECT_API_URL")
+    if configured:
+        if not is_healthy(configured):
+            raise ConfigurationError(
+                f"PREFECT_API_URL={configured!r} does not answer its health check. Fix: start "
+                f"that server, or unset PREFECT_API_URL to use the embedded local server."
+            )
+        return ServerInfo(api_url=configured, pid=None, started=False)
+    state_path = settings.home_dir / _STATE_FILE
+    if state_path.exists():
+        state = json.loads(state_path.read_text())
+        if is_healthy(state["api_url"]):
+            return ServerInfo(api_url=state["api_url"], pid=state["pid"], started=False)
+    info = start_server(settings.home_dir / "prefect", settings.server_port)
+    state_path.write_text(json.dumps({"api_url": info.api_url, "pid": info.pid}))
+    return info
+
+
+def stop_local_server(settings: MltrainSettings | None = None) -> bool:
+    """Stop the local server that `ensure_server` started; return whether one was running."""
+    settings = settings or MltrainSettings()
+    state_path = settings.home_dir / _STATE_FILE
+    if not state_path.exists():
+        return False
+    state = json.loads(state_path.read_text())
+    stop_pid(int(state["pid"]))
+    state_path.unlink()
+    return True
+
+
+def use_server(info: ServerInfo) -> None:
+    """Point this process, and the processes it starts (Dask workers), at `info`'s API.
+
+    Call it before Prefect is imported; `api_settings()` covers code that already imported it.
+    """
+    os.environ["PREFECT_API_URL"] = info.api_url
+    os.environ["PREFECT_UI_URL"] = info.ui_url
