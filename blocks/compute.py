@@ -215,9 +215,9 @@ class DaskCompute(Block):
         with _clusters_lock:
             cluster = _clusters.get(key)
             if cluster is None or cluster.status.name in ("closed", "closing", "failed"):
-                cluster = _import_object(cluster_class)(**kwargs)
                 # The scheduler runs in this process; its INFO lines would flood flow logs.
                 logging.getLogger("distributed").setLevel(logging.WARNING)
+                cluster = _import_object(cluster_class)(**kwargs)
                 if self.adapt_kwargs:
                     cluster.adapt(**self.adapt_kwargs)
                 _clusters[key] = cluster

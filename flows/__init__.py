@@ -1,1 +1,6 @@
-"""placeholder"""
+"""Flows: every one is deployable and usable as a subflow."""
+
+from prefect_mltrain.flows.train_job import JobResult, train_job
+from prefect_mltrain.flows.train_sklearn import FitResult, train_sklearn
+
+__all__ = ["FitResult", "JobResult", "train_job", "train_sklearn"]

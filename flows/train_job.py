@@ -33,6 +33,7 @@ class JobResult:
 
     mlflow_run_id: str
     experiment_id: str
+    flow_run_url: str = ""
     run_dir: str
     outputs_dir: str
     metrics: dict[str, float] = field(default_factory=dict)
@@ -191,8 +192,10 @@ def train_job(
                 for sub, path in (("outputs", workdir / "outputs"), ("logs", workdir / "logs"), ("user_logs", run_dir / "user_logs")):
                     if path.is_dir() and any(path.iterdir()):
                         client.log_artifacts(run_id, str(path), sub)
-            result = JobResult(run_id, experiment_id, str(run_dir), str(workdir / "outputs"),
-                               dict(client.get_run(run_id).data.metrics))
+            result = JobResult(
+                run_id, experiment_id, info["url"], str(run_dir), str(workdir / "outputs"),
+                dict(client.get_run(run_id).data.metrics),
+            )
             if model_name and model_path:
                 produced = workdir / model_path
                 if not produced.exists():

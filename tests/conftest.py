@@ -1,0 +1,73 @@
+"""Test harness: a real Prefect server (SQLite) and project home per session, a real Dask cluster.
+
+The server is started in `pytest_configure`, before any test module imports Prefect, so
+Prefect and the Dask workers it spawns all talk to it. Set `PREFECT_API_URL` to test against
+a server of your own instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+_state: dict[str, object] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "requires_cuda: needs an NVIDIA GPU (skipped without one)")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    from prefect_mltrain.stack import free_port, start_server, use_server
+
+    home = Path(tempfile.mkdtemp(prefix="mltrain-test-"))
+    os.environ["PREFECT_MLTRAIN_HOME"] = str(home)
+    _state["home"] = home
+    if not os.environ.get("PREFECT_API_URL"):
+        info = start_server(home / "prefect", free_port())
+        use_server(info)
+        _state["server"] = info
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from prefect_mltrain.stack import stop_pid
+
+    info = _state.get("server")
+    if info is not None:
+        stop_pid(info.pid)  # type: ignore[attr-defined]
+    shutil.rmtree(str(_state.get("home", "")), ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def project_home() -> Path:
+    """The session's project home (`PREFECT_MLTRAIN_HOME`)."""
+    return Path(os.environ["PREFECT_MLTRAIN_HOME"])
+
+
+@pytest.fixture(scope="session")
+def compute():
+    """A 2-worker LocalCluster, started once and shared by the session's flows."""
+    from prefect_mltrain.blocks import DaskCompute
+
+    return DaskCompute(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True},
+    )
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A fresh lowercase name for models and blocks, so tests never collide."""
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def prefect_client():
+    """A synchronous Prefect client on the session's server."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        yield client
