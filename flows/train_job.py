@@ -33,7 +33,7 @@ class JobResult:
 
     mlflow_run_id: str
     experiment_id: str
-    flow_run_url: str = ""
+    flow_run_url: str
     run_dir: str
     outputs_dir: str
     metrics: dict[str, float] = field(default_factory=dict)

@@ -26,7 +26,7 @@ class FitResult:
 
     mlflow_run_id: str
     experiment_id: str
-    flow_run_url: str = ""
+    flow_run_url: str
     metrics: dict[str, float] = field(default_factory=dict)
     model_block: str | None = None
     model_version: int | None = None
