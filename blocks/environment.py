@@ -182,7 +182,7 @@ class TrainingEnvironment(Block):
         title="Environment variables",
         description="Variables set for the job's process; they do not change the content hash.",
     )
-    registry_password: SecretStr | None = Field(
+    index_password: SecretStr | None = Field(
         default=None,
         title="Package index password",
         description="Password or token for a private package index; never logged or hashed.",

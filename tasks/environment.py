@@ -167,9 +167,9 @@ def _run_build_step(argv: list[str], env: dict[str, str], log: Any, what: str) -
 def _build_into(prefix: Path, environment: TrainingEnvironment, spec: dict[str, Any], installer: str, log: Any) -> str:
     """Create the environment in `prefix`; return the installer used."""
     env = dict(os.environ, UV_PYTHON_DOWNLOADS="never", UV_NATIVE_TLS="1")
-    if environment.registry_password is not None and environment.index_url:
+    if environment.index_password is not None and environment.index_url:
         # The secret travels in the child's environment only, never on a command line or in logs.
-        env["UV_INDEX_PASSWORD"] = env["PIP_PASSWORD"] = environment.registry_password.get_secret_value()
+        env["UV_INDEX_PASSWORD"] = env["PIP_PASSWORD"] = environment.index_password.get_secret_value()
     conda = _conda_executable() if spec["kind"] == "conda" else None
     if conda is not None:
         text, _ = environment._conda_text()
