@@ -187,6 +187,11 @@ class TrainingEnvironment(Block):
         title="Package index password",
         description="Password or token for a private package index; never logged or hashed.",
     )
+    index_username: str | None = Field(
+        default=None,
+        title="Package index username",
+        description="Username for `index_url`; `__token__` when only a password is given.",
+    )
     index_url: str | None = Field(
         default=None,
         title="Package index URL",

@@ -147,6 +147,25 @@ def _pip_plan(environment: TrainingEnvironment, spec: dict[str, Any]) -> list[st
     return requirements
 
 
+def index_url_with_credentials(environment: TrainingEnvironment) -> str:
+    """`index_url` with `index_username`/`index_password` put in, for the installer's environment.
+
+    >>> from pydantic import SecretStr
+    >>> index_url_with_credentials(TrainingEnvironment(pip_requirements=["x"],
+    ...     index_url="https://pypi.example/simple", index_username="me", index_password=SecretStr("s3")))
+    'https://me:s3@pypi.example/simple'
+    """
+    url = environment.index_url or ""
+    if environment.index_password is None:
+        return url
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    user = quote(environment.index_username or "__token__", safe="")
+    secret = quote(environment.index_password.get_secret_value(), safe="")
+    return urlunsplit(parts._replace(netloc=f"{user}:{secret}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")))
+
+
 def _conda_executable() -> str | None:
     for name in ("micromamba", "mamba", "conda"):
         found = shutil.which(name)
@@ -167,9 +186,9 @@ def _run_build_step(argv: list[str], env: dict[str, str], log: Any, what: str) -
 def _build_into(prefix: Path, environment: TrainingEnvironment, spec: dict[str, Any], installer: str, log: Any) -> str:
     """Create the environment in `prefix`; return the installer used."""
     env = dict(os.environ, UV_PYTHON_DOWNLOADS="never", UV_NATIVE_TLS="1")
-    if environment.index_password is not None and environment.index_url:
-        # The secret travels in the child's environment only, never on a command line or in logs.
-        env["UV_INDEX_PASSWORD"] = env["PIP_PASSWORD"] = environment.index_password.get_secret_value()
+    if environment.index_url:
+        # Through the environment, not argv, so credentials never show in logs or `ps`.
+        env["PIP_EXTRA_INDEX_URL"] = env["UV_EXTRA_INDEX_URL"] = index_url_with_credentials(environment)
     conda = _conda_executable() if spec["kind"] == "conda" else None
     if conda is not None:
         text, _ = environment._conda_text()
@@ -186,18 +205,17 @@ def _build_into(prefix: Path, environment: TrainingEnvironment, spec: dict[str, 
             "PREFECT_MLTRAIN_INSTALLER=uv but no `uv` is installed. Fix: pip install uv, or set it to `auto`."
         )
     python = str(prefix / "bin" / "python")
-    index = ["--extra-index-url", environment.index_url] if environment.index_url else []
     if uv:
         _run_build_step([uv, "venv", "--quiet", "--python", base_python, str(prefix)], env, log, "uv venv")
         if requirements:
             _run_build_step(
-                [uv, "pip", "install", "--python", python, *index, *requirements], env, log, "uv pip install"
+                [uv, "pip", "install", "--python", python, *requirements], env, log, "uv pip install"
             )
         return "uv"
     _run_build_step([base_python, "-m", "venv", str(prefix)], env, log, "python -m venv")
     if requirements:
         _run_build_step(
-            [python, "-m", "pip", "install", "--disable-pip-version-check", *index, *requirements],
+            [python, "-m", "pip", "install", "--disable-pip-version-check", *requirements],
             env, log, "pip install",
         )
     return "pip"
