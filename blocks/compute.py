@@ -83,7 +83,7 @@ class DaskCompute(Block):
         from prefect_mltrain.blocks import DaskCompute
 
         DaskCompute(address="tcp://10.0.0.5:8786").save("gpu-box")
-        compute = DaskCompute.load("gpu-box")
+        compute = DaskCompute.load("BLOCK_NAME")
         ```
     """
 

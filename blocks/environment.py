@@ -140,7 +140,7 @@ class TrainingEnvironment(Block):
         from prefect_mltrain.blocks import TrainingEnvironment
 
         TrainingEnvironment(pip_requirements=["scikit-learn==1.9.1"]).save("sklearn-env")
-        env = TrainingEnvironment.load("sklearn-env")
+        env = TrainingEnvironment.load("BLOCK_NAME")
         ```
     """
 
@@ -224,9 +224,9 @@ class TrainingEnvironment(Block):
 
     def _conda_text(self) -> tuple[str, str]:
         assert self.conda_file is not None
-        if "\n" in self.conda_file:
-            return self.conda_file, "given as text"
         path = Path(self.conda_file).expanduser()
+        if not path.is_file() and ("\n" in self.conda_file or ":" in self.conda_file):
+            return self.conda_file, "given as text"
         if not path.is_file():
             raise EnvironmentSpecError(
                 f"`conda_file`={self.conda_file!r} does not exist. Fix: give the path of a "

@@ -39,7 +39,7 @@ class RegisteredModel(Block):
         ```python
         from prefect_mltrain.blocks import RegisteredModel
 
-        entry = RegisteredModel.load("iris-classifier")      # newest version
+        entry = RegisteredModel.load("BLOCK_NAME")  # e.g. "iris-classifier" (newest) or "iris-classifier-v2"
         model = entry.load_model()
         print(entry.version, entry.metrics, model.predict([[5.1, 3.5, 1.4, 0.2]]))
         ```

@@ -25,7 +25,7 @@ class MlflowTracking(Block):
         from prefect_mltrain.blocks import MlflowTracking
 
         MlflowTracking(tracking_uri="http://mlflow.internal:5000").save("team")
-        tracking = MlflowTracking.load("team")
+        tracking = MlflowTracking.load("BLOCK_NAME")
         ```
     """
 

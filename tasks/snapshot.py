@@ -40,7 +40,7 @@ def _ignore_spec(source: Path, ignore_file: str | None) -> pathspec.PathSpec:
                 f"`ignore_file`={ignore_file!r} does not exist in '{source}'. Fix: create it, "
                 f"or leave `ignore_file` empty to use .amlignore or .gitignore."
             )
-    return pathspec.PathSpec.from_lines("gitwildmatch", lines)
+    return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
 def list_source_files(source: Path, ignore_file: str | None = None) -> list[tuple[str, int]]:

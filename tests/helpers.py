@@ -1,0 +1,31 @@
+"""Helpers for tests that read what a user would see in Prefect and MLflow."""
+
+from __future__ import annotations
+
+import time
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+
+def flow_run_logs(flow_run_id: str, expect: str | None = None, timeout: float = 15.0) -> list[str]:
+    """Messages of a flow run's logs (its tasks' included), waiting for `expect` to arrive."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200, offset=0
+            )
+        messages = [log.message for log in logs]
+        if expect is None or any(expect in m for m in messages) or time.monotonic() > deadline:
+            return messages
+        time.sleep(0.5)
+
+
+def mlflow_runs_of(flow_run_id: str):
+    """MLflow runs tagged with a Prefect flow run id, in the default store."""
+    from prefect_mltrain.blocks import MlflowTracking
+
+    client = MlflowTracking().client()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments, filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}'")
