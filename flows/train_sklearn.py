@@ -32,6 +32,13 @@ class FitResult:
     model_version: int | None = None
 
 
+def _trusted_types(model: Any) -> list[str]:
+    """Types skops must trust to load `model` again: we trained it, so its own types are trusted."""
+    import skops.io
+
+    return list(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
+
+
 @flow(name="train-sklearn")
 def train_sklearn(
     estimator: str = "sklearn.linear_model.LogisticRegression",
@@ -96,7 +103,10 @@ def train_sklearn(
         for key, value in fitted["metrics"].items():
             client.log_metric(run_id, key, value)
         with tempfile.TemporaryDirectory() as tmp:
-            mlflow.sklearn.save_model(fitted["model"], Path(tmp) / "model", input_example=fitted["input_example"])
+            mlflow.sklearn.save_model(
+                fitted["model"], Path(tmp) / "model", input_example=fitted["input_example"],
+                skops_trusted_types=_trusted_types(fitted["model"]),
+            )
             client.log_artifacts(run_id, str(Path(tmp) / "model"), "model")
         url = tracker.run_url(experiment_id, run_id)
         publish_run_links(url, run_id, tracker.ui_command(), {"MLflow run": run_id, **{
