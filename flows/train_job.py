@@ -26,6 +26,11 @@ from prefect_mltrain.tasks.environment import build_environment
 from prefect_mltrain.tasks.register import register_model
 from prefect_mltrain.tasks.snapshot import snapshot_source
 
+import prefect_mltrain
+
+# Its sitecustomize keeps the job's MLflow run active in the script (see that file).
+BOOTSTRAP_DIR = Path(prefect_mltrain.__file__).parent / "bootstrap"
+
 
 @dataclass
 class JobResult:
@@ -92,6 +97,11 @@ def _job_argv(script: str | None, command: str | None, arguments: list[Any]) -> 
     if script is not None:
         return ["python", script, *args]
     return ["/bin/sh", "-c", " ".join([command or "", *map(shlex.quote, args)])]
+
+
+def _job_pythonpath(env: TrainingEnvironment) -> str:
+    inherited = env.job_environment().get("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    return os.pathsep.join(p for p in (str(BOOTSTRAP_DIR), inherited) if p)
 
 
 @flow(name="train-job")
@@ -176,6 +186,7 @@ def train_job(
                 **tracker.environment_variables(run_id, experiment_id),
                 "PATH": f"{built.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
                 "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": _job_pythonpath(env),
             }
             if built.prefix:
                 job_env["VIRTUAL_ENV"] = built.prefix

@@ -148,3 +148,23 @@ def test_missing_python_in_environment_fails_clearly(source, compute):
     state = train_job(script="train.py", source_directory=str(source), compute=compute, environment=env, return_state=True)
     with pytest.raises(Exception, match=r"Python 3\.4 is asked for"):
         state.result()
+
+
+def test_autolog_and_later_metrics_share_the_job_run(tmp_path, compute):
+    """autolog ends runs it resumed after fit(); the job's run must still get later metrics."""
+    (tmp_path / "auto.py").write_text(textwrap.dedent("""
+        import mlflow
+        from sklearn.datasets import load_iris
+        from sklearn.tree import DecisionTreeClassifier
+        mlflow.autolog(log_models=False)
+        X, y = load_iris(return_X_y=True)
+        DecisionTreeClassifier(max_depth=2).fit(X, y)
+        mlflow.log_metric("after_fit", 1.0)
+    """))
+    result = train_job(script="auto.py", source_directory=str(tmp_path), compute=compute)
+    runs = mlflow_runs_of(result.flow_run_url.rsplit("/", 1)[-1])
+    experiment_runs = MlflowTracking().client().search_runs([result.experiment_id], filter_string="metrics.after_fit = 1")
+    assert [r.info.run_id for r in runs] == [result.mlflow_run_id]
+    assert [r.info.run_id for r in experiment_runs if "prefect.flow_run_id" not in r.data.tags] == []
+    assert {"after_fit", "training_accuracy_score"} <= set(result.metrics)
+    assert runs[0].data.params["max_depth"] == "2"
