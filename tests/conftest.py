@@ -39,7 +39,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if info is not None:
         from prefect.logging.handlers import APILogHandler
 
-        APILogHandler.flush()  # send the last logs before the server goes
+        APILogHandler().flush()  # send the last logs before the server goes
         stop_pid(info.pid)  # type: ignore[attr-defined]
     shutil.rmtree(str(_state.get("home", "")), ignore_errors=True)
 
