@@ -1,11 +1,16 @@
-"""The `prefect-mltrain` command line: the local stack and the demo job."""
+"""The `prefect-mltrain` command line: the demo job, job files, models, environments, the local server."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import subprocess
 import sys
+import time
+from pathlib import Path
 
+from prefect_mltrain.errors import ConfigurationError
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.stack import ensure_server, is_healthy, stop_local_server, use_server
 
@@ -50,6 +55,88 @@ def _server(args: argparse.Namespace) -> int:
     return 0
 
 
+def _connect() -> None:
+    use_server(ensure_server())
+
+
+def _job_run(args: argparse.Namespace) -> int:
+    from prefect_mltrain.jobfile import load_job_file
+
+    load_job_file(args.file, args.set)  # a bad file fails here, before any server or compute starts
+    if args.detach:
+        log = MltrainSettings().home_dir / "detached" / f"{Path(args.file).stem}-{int(time.time())}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "prefect_mltrain.cli", "job", "run", args.file]
+        for item in args.set:
+            argv += ["--set", item]
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        print(f"Submitted (pid {proc.pid}); its output goes to {log}. Follow it in the Prefect UI, flow 'run-job-file'.")
+        return 0
+    _connect()
+    from prefect_mltrain.flows.run_job_file import run_job_file
+
+    result = run_job_file(args.file, args.set)
+    print(f"\nMLflow run: {result.mlflow_run_id}\nOutputs:    {result.outputs_dir}\nPrefect:    {result.flow_run_url}")
+    return 0
+
+
+def _job_download(args: argparse.Namespace) -> int:
+    _connect()
+    from prefect_mltrain.blocks import MlflowTracking
+
+    client = MlflowTracking().client()
+    target = Path(args.output or args.run_id).resolve()
+    target.mkdir(parents=True, exist_ok=True)
+    local = client.download_artifacts(args.run_id, args.path, str(target))
+    print(local)
+    return 0
+
+
+def _model(args: argparse.Namespace) -> int:
+    _connect()
+    from prefect_mltrain import serving
+    from prefect_mltrain.blocks import RegisteredModel
+    from prefect_mltrain.blocks._load import saved_names
+
+    if args.action == "list":
+        for name in saved_names(RegisteredModel):
+            if not re.search(r"-v\d+$", name):
+                entry = RegisteredModel.load(name)
+                metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(entry.metrics.items())[:4])
+                print(f"{name:<30} v{entry.version:<4} {entry.framework:<10} {metrics}")
+        return 0
+    if not args.name:
+        raise ConfigurationError(f"`prefect-mltrain model {args.action}` needs a model name.")
+    if args.action == "show":
+        entry = RegisteredModel.version_of(args.name, args.version)
+        print(json.dumps(entry.model_dump(mode="json"), indent=2))
+    elif args.action == "serve":
+        server = serving.serve(args.name, args.version, args.port)
+        print(f"Serving {args.name} v{server.version} at {server.url}\n"
+              f"curl -X POST {server.url}/invocations -H 'Content-Type: application/json' -d '{{\"inputs\": [[...]]}}'\n"
+              f"Stop it with: prefect-mltrain model stop {args.name}")
+    else:
+        print("stopped" if serving.stop(args.name) else f"{args.name} was not being served")
+    return 0
+
+
+def _env(args: argparse.Namespace) -> int:
+    _connect()
+    from prefect_mltrain.blocks import TrainingEnvironment
+    from prefect_mltrain.blocks._load import resolve_block, saved_names
+
+    if args.action == "list":
+        for name in saved_names(TrainingEnvironment):
+            env = TrainingEnvironment.load(name)
+            print(f"{name:<30} {env.kind:<13} {env.content_hash()[:16]}")
+        return 0
+    env = resolve_block(args.name, TrainingEnvironment, "name")
+    print(json.dumps({"kind": env.kind, "content_hash": env.content_hash(), "spec": env.spec(),
+                      "environment_variables": env.environment_variables}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `prefect-mltrain`."""
     parser = argparse.ArgumentParser(prog="prefect-mltrain", description=__doc__)
@@ -62,6 +149,32 @@ def build_parser() -> argparse.ArgumentParser:
     server = sub.add_parser("server", help="Start, stop or check the local Prefect server.")
     server.add_argument("action", choices=["start", "stop", "status"])
     server.set_defaults(func=_server)
+
+    job = sub.add_parser("job", help="Run Azure ML CLI v2 job files, download run outputs.")
+    job_sub = job.add_subparsers(dest="job_command", required=True)
+    run = job_sub.add_parser("run", help="Run a job file, streaming its logs (or --detach).")
+    run.add_argument("file")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="Override a job file value, as `az ml job create --set`.")
+    run.add_argument("--detach", action="store_true", help="Return at once; the job runs in the background.")
+    run.set_defaults(func=_job_run)
+    download = job_sub.add_parser("download", help="Download a run's artifacts (default: outputs).")
+    download.add_argument("run_id")
+    download.add_argument("--path", default="outputs")
+    download.add_argument("--output", "-o", help="Folder to download into (default: ./<run id>).")
+    download.set_defaults(func=_job_download)
+
+    model = sub.add_parser("model", help="List, show, serve or stop registered models.")
+    model.add_argument("action", choices=["list", "show", "serve", "stop"])
+    model.add_argument("name", nargs="?")
+    model.add_argument("--version", type=int)
+    model.add_argument("--port", type=int)
+    model.set_defaults(func=_model)
+
+    env = sub.add_parser("env", help="List or show saved training environments.")
+    env.add_argument("action", choices=["list", "show"])
+    env.add_argument("name", nargs="?")
+    env.set_defaults(func=_env)
     return parser
 
 

@@ -1,0 +1,93 @@
+"""`run_job_file`: run an Azure ML CLI v2 job file (`az ml job create --file job.yml`) here."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.logging import get_run_logger
+
+from prefect_mltrain.blocks._load import resolve_block
+from prefect_mltrain.blocks.environment import TrainingEnvironment
+from prefect_mltrain.errors import ConfigurationError
+from prefect_mltrain.flows.train_job import JobResult, train_job
+from prefect_mltrain.jobfile import JobFile, load_job_file, render_command
+from prefect_mltrain.settings import MltrainSettings
+
+
+def job_environment(job: JobFile) -> TrainingEnvironment | str | None:
+    """The job file's environment as a TrainingEnvironment (or a saved block's name)."""
+    fields = dict(job.environment)
+    if not fields:
+        return None
+    if "block" in fields:
+        block = resolve_block(fields.pop("block"), TrainingEnvironment, "environment.block")
+        extra = fields.get("environment_variables") or {}
+        return block.model_copy(update={"environment_variables": {**block.environment_variables, **extra}})
+    known = set(TrainingEnvironment.model_fields)
+    missing = sorted(set(fields) - known)
+    if missing:
+        raise ConfigurationError(
+            f"{job.path}: `environment` uses {missing}, which this installation cannot build "
+            f"(Docker environments need the `docker` extra: pip install 'prefect-mltrain[docker]')."
+        )
+    return TrainingEnvironment(**fields)
+
+
+def _stage_inputs(job: JobFile) -> dict[str, str]:
+    """Paths the command sees for file inputs: the original (mounts) or a private copy (download)."""
+    staged: dict[str, str] = {}
+    copies = MltrainSettings().runs_dir / "inputs" / uuid.uuid4().hex
+    for name, item in job.inputs.items():
+        if item.path is None:
+            continue
+        if item.mode == "download":
+            target = copies / name / Path(item.path).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if Path(item.path).is_dir():
+                shutil.copytree(item.path, target)
+            else:
+                shutil.copy2(item.path, target)
+            staged[name] = str(target)
+        else:
+            staged[name] = item.path
+    return staged
+
+
+@flow(name="run-job-file")
+def run_job_file(path: str, overrides: list[str] | None = None) -> JobResult:
+    """Run an Azure ML CLI v2 `type: command` job file as a `train_job`.
+
+    `code`, `command` with `${{inputs.x}}` / `${{outputs.x}}`, literal and local
+    `uri_file`/`uri_folder` inputs (mount or download), outputs (folders under `./outputs`,
+    kept as artifacts), `environment` (conda_file, or `{block: <name>}`), `compute` (`local`,
+    or the name of a DaskCompute block in place of `azureml:<cluster>`), `experiment_name`,
+    `display_name` and `tags` are honoured.
+
+    Args:
+        path: The job file.
+        overrides: `key.sub=value` items, as with `az ml job create --set`.
+    """
+    job = load_job_file(path, overrides)
+    if job.type != "command":
+        raise ConfigurationError(f"{job.path}: `type: {job.type}` jobs are not run by this flow yet; use `type: command`.")
+    if job.distribution is not None or job.instance_count > 1:
+        raise ConfigurationError(
+            f"{job.path}: `distribution` / `resources.instance_count` > 1 are not run by this flow yet. "
+            f"Fix: remove them to run one process, or use `train_pytorch_model` for distributed PyTorch."
+        )
+    outputs = {name: f"outputs/{name}" for name in job.outputs}
+    command = render_command(job, _stage_inputs(job), outputs)
+    if outputs:  # Azure ML creates output folders before the command starts
+        command = f"mkdir -p {' '.join(shlex.quote(p) for p in outputs.values())} && {command}"
+    get_run_logger().info("Job file %s: %s", job.path.name, command)
+    tags: dict[str, Any] = {**job.tags, "mltrain.job_file": str(job.path)}
+    return train_job(
+        command=command, source_directory=str(job.code), environment=job_environment(job),
+        compute=job.compute, experiment_name=job.experiment_name, display_name=job.display_name,
+        tags=tags,
+    )

@@ -1,0 +1,84 @@
+"""Azure ML job files run for real through `run_job_file` and the command line."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from prefect_mltrain.blocks import MlflowTracking, TrainingEnvironment
+from prefect_mltrain.errors import ConfigurationError
+from prefect_mltrain.flows import run_job_file
+from tests.helpers import flow_run_logs
+
+SCRIPT = """
+import argparse, os, shutil
+p = argparse.ArgumentParser()
+p.add_argument("--data"); p.add_argument("--lr", type=float); p.add_argument("--out")
+a = p.parse_args()
+print("lr", a.lr, "data", a.data, "greeting", os.environ.get("GREETING"), flush=True)
+shutil.copy(a.data, os.path.join(a.out, "copied.csv"))
+import mlflow; mlflow.log_metric("lr_seen", a.lr)
+"""
+
+
+@pytest.fixture
+def job_dir(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "train.py").write_text(SCRIPT)
+    (tmp_path / "data.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "job.yml").write_text(textwrap.dedent("""
+        type: command
+        code: src
+        command: python train.py --data ${{inputs.data}} --lr ${{inputs.lr}} --out ${{outputs.model}}
+        inputs:
+          data: {type: uri_file, path: data.csv, mode: download}
+          lr: 0.01
+        outputs:
+          model: {type: uri_folder}
+        environment_variables: {GREETING: hello}
+        experiment_name: job-files
+        display_name: from-yaml
+    """))
+    return tmp_path
+
+
+def test_job_file_runs_with_inputs_outputs_and_overrides(job_dir):
+    result = run_job_file(str(job_dir / "job.yml"), ["inputs.lr=0.25"])
+    run = MlflowTracking().client().get_run(result.mlflow_run_id)
+    assert run.data.metrics["lr_seen"] == 0.25 and run.info.run_name == "from-yaml"
+    assert (Path(result.outputs_dir) / "model" / "copied.csv").read_text() == "a,b\n1,2\n"
+    logs = flow_run_logs(result.flow_run_url.rsplit("/", 1)[-1], "greeting hello")
+    line = next(m for m in logs if m.startswith("lr 0.25"))
+    assert "greeting hello" in line and str(job_dir / "data.csv") not in line  # download mode: a private copy
+
+
+def test_environment_block_and_unknown_compute(job_dir, unique_name):
+    TrainingEnvironment(environment_variables={"GREETING": "from-block"}).save(unique_name)
+    text = (job_dir / "job.yml").read_text() + f"environment: {{block: {unique_name}}}\ncompute: azureml:no-such-cluster\n"
+    (job_dir / "job.yml").write_text(text)
+    state = run_job_file(str(job_dir / "job.yml"), return_state=True)
+    with pytest.raises(ConfigurationError, match=r"'no-such-cluster' names no saved DaskCompute block"):
+        state.result()
+
+
+def test_cli_job_run_streams_and_downloads(job_dir, tmp_path):
+    exe = str(Path(sys.executable).with_name("prefect-mltrain"))
+    out = subprocess.run([exe, "job", "run", str(job_dir / "job.yml"), "--set", "inputs.lr=0.5"],
+                         capture_output=True, text=True, env=os.environ, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "lr 0.5 data" in out.stdout + out.stderr  # the script's output, streamed to the terminal
+    run_id = next(line.split()[-1] for line in out.stdout.splitlines() if line.startswith("MLflow run:"))
+    down = subprocess.run([exe, "job", "download", run_id, "-o", str(tmp_path / "dl")],
+                          capture_output=True, text=True, env=os.environ, timeout=120)
+    assert down.returncode == 0, down.stderr[-2000:]
+    assert (tmp_path / "dl" / "outputs" / "model" / "copied.csv").exists()
+
+
+def test_cli_rejects_bad_file_before_starting_anything(tmp_path):
+    (tmp_path / "bad.yml").write_text("type: command\ncommand: [\n")
+    exe = str(Path(sys.executable).with_name("prefect-mltrain"))
+    out = subprocess.run([exe, "job", "run", str(tmp_path / "bad.yml")], capture_output=True, text=True, env=os.environ)
+    assert out.returncode == 2 and "not valid YAML at line 3, column 1" in out.stderr
