@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import logging
 import os
@@ -218,6 +219,8 @@ class DaskCompute(Block):
                 # The scheduler runs in this process; its INFO lines would flood flow logs.
                 logging.getLogger("distributed").setLevel(logging.WARNING)
                 cluster = _import_object(cluster_class)(**kwargs)
+                if not _clusters:
+                    atexit.register(close_shared_clusters)  # before logging shuts down
                 if self.adapt_kwargs:
                     cluster.adapt(**self.adapt_kwargs)
                 _clusters[key] = cluster

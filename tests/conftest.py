@@ -35,6 +35,9 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     from prefect_mltrain.stack import stop_pid
 
+    from prefect_mltrain.blocks.compute import close_shared_clusters
+
+    close_shared_clusters()
     info = _state.get("server")
     if info is not None:
         from prefect.logging.handlers import APILogHandler
