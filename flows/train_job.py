@@ -32,6 +32,18 @@ import prefect_mltrain
 BOOTSTRAP_DIR = Path(prefect_mltrain.__file__).parent / "bootstrap"
 
 
+def default_command_compute() -> DaskCompute:
+    """Compute for command jobs when none is given: a Dask cluster of threads in this process.
+
+    The command runs in a process of its own, so worker processes would add nothing but their
+    start-up (seconds: spawning them and importing Prefect in each).
+    """
+    return DaskCompute(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={"processes": False, "n_workers": 1, "threads_per_worker": 8},
+    )
+
+
 @dataclass
 class JobResult:
     """What a finished job leaves: its MLflow run, folders and registered model."""
@@ -134,7 +146,8 @@ def train_job(
         source_directory: Folder that is snapshotted and becomes the working directory.
         command: Shell command line to run instead of `script`.
         environment: A TrainingEnvironment, a saved one's name, or None for this Python.
-        compute: A DaskCompute, a saved one's name, or None for a local Dask cluster.
+        compute: A DaskCompute, a saved one's name, or None for an in-process Dask cluster
+            (threads: the command runs in its own process anyway).
         tracking: An MlflowTracking, a saved one's name, or None for the local store.
         experiment_name: MLflow experiment; the tracking block's when None.
         display_name: Name of the MLflow run.
@@ -151,7 +164,7 @@ def train_job(
     source = _check_job(script, command, source_directory, model_path, model_name)
     env = resolve_block(environment, TrainingEnvironment, "environment")
     env.spec()  # a spec that does not parse fails here, before any compute starts
-    target = resolve_block(compute, DaskCompute, "compute")
+    target = default_command_compute() if compute is None else resolve_block(compute, DaskCompute, "compute")
     target.check_reachable()
     tracker = resolve_block(tracking, MlflowTracking, "tracking")
     settings = MltrainSettings()
