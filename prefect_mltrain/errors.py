@@ -58,3 +58,7 @@ def missing_extra(module: str, extra: str) -> MissingDependencyError:
         f"`{module}` is required for this feature but is not installed. "
         f"Install it with: pip install 'prefect-mltrain[{extra}]'"
     )
+
+
+class DockerUnavailableError(ConfigurationError):
+    """An environment needs a Docker engine and none answers."""
