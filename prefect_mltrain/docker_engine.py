@@ -164,7 +164,10 @@ def context_digest(context: Path, dockerfile_name: str | None = None) -> str:
             line.strip().lstrip("/") for line in ignore_file.read_text().splitlines()
             if line.strip() and not line.strip().startswith("#")
         ]
-    spec = pathspec.PathSpec.from_lines("gitwildmatch", patterns)
+    try:
+        spec = pathspec.PathSpec.from_lines("gitignore", patterns)
+    except (KeyError, LookupError):  # pathspec < 0.12 names it gitwildmatch
+        spec = pathspec.PathSpec.from_lines("gitwildmatch", patterns)
     always = {".dockerignore", dockerfile_name or "Dockerfile"}
     digest = hashlib.sha256()
     for path in sorted(p for p in context.rglob("*") if p.is_file() or p.is_symlink()):

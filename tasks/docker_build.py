@@ -148,8 +148,6 @@ def _push(client: Any, environment: TrainingEnvironment, image: Any, digest: str
     """Tag `image` for the registry and push it; return the pushed reference."""
     password = environment.registry_password.get_secret_value() if environment.registry_password else None
     url = environment.registry_url or ""
-    if environment.registry_username or password:
-        login(client, url, environment.registry_username, password)
     repository = f"{registry_host(url)}/{IMAGE_REPOSITORY}"
     image.tag(repository, tag=digest[:16])
     log.info("Pushing %s:%s", repository, digest[:16])
@@ -205,9 +203,12 @@ def build_image(environment: TrainingEnvironment, spec: dict[str, Any], digest: 
         hit = cached()  # another worker may have built it while we waited
         if hit is not None:
             return hit
+        password = environment.registry_password.get_secret_value() if environment.registry_password else None
+        if environment.registry_url and (environment.registry_username or password):
+            # Check the credentials before a long build whose push they would fail.
+            login(client, environment.registry_url, environment.registry_username, password)
         log.info("Building %s environment %s as image %s", spec["kind"], digest[:16], tag)
         started = time.perf_counter()
-        password = environment.registry_password.get_secret_value() if environment.registry_password else None
         labels = {HASH_LABEL: digest}
         with tempfile.TemporaryDirectory(prefix="mltrain-docker-") as scratch:
             if spec["kind"] == "docker":
