@@ -35,6 +35,10 @@ class JobFailedError(MltrainError):
         self.exit_code = exit_code
         self.stderr_tail = stderr_tail
 
+    def __reduce__(self) -> tuple[type[JobFailedError], tuple[str, int, str]]:
+        # Rebuilt with all its arguments when it crosses a Dask worker boundary (pickle).
+        return (type(self), (str(self), self.exit_code, self.stderr_tail))
+
 
 class ModelRegistrationError(MltrainError):
     """A model could not be registered; nothing was overwritten."""

@@ -37,6 +37,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
     info = _state.get("server")
     if info is not None:
+        # Send queued logs and events while the server is up: drained at interpreter exit,
+        # after the server is gone, they retry for about a minute.
+        from prefect.events.worker import EventsWorker
+        from prefect.logging.handlers import APILogWorker
+
+        for service in (APILogWorker, EventsWorker):
+            try:
+                service.drain_all(timeout=5)
+            except Exception:  # noqa: BLE001 - best effort at teardown
+                pass
         stop_pid(info.pid)  # type: ignore[attr-defined]
     shutil.rmtree(str(_state.get("home", "")), ignore_errors=True)
 
