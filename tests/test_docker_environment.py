@@ -108,6 +108,26 @@ def test_build_streams_into_flow_logs_and_cache_hit_does_not_rebuild() -> None:
 
 
 @requires_docker
+def test_two_workers_build_the_same_dockerfile_once(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    (tmp_path / "app.py").write_text(f"print('{uuid.uuid4().hex}')\n")
+    (tmp_path / "secret.env").write_text("never sent")
+    (tmp_path / ".dockerignore").write_text("*.env\n")
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {BASE_IMAGE}\nCOPY . /app/\nRUN sleep 1 && test ! -e /app/secret.env\n"
+        "CMD [\"python3\", \"/app/app.py\"]\n"
+    )
+    env = TrainingEnvironment(dockerfile=str(tmp_path / "Dockerfile"))
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: build(env), range(2)))
+    assert sorted(r.cached for r in results) == [False, True]
+    assert results[0].image == results[1].image
+    out = subprocess.run(["docker", "run", "--rm", results[0].image], capture_output=True, text=True)
+    assert out.stdout.strip() == (tmp_path / "app.py").read_text().split("'")[1]
+
+
+@requires_docker
 def test_failing_dockerfile_shows_step_and_leaves_no_tag() -> None:
     marker = f"before-failure-{uuid.uuid4().hex[:8]}"
     env = TrainingEnvironment(dockerfile=f"FROM {BASE_IMAGE}\nRUN echo {marker} && exit 3\n")
