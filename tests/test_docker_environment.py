@@ -146,6 +146,43 @@ def test_missing_image_is_named() -> None:
     assert "'prefect-mltrain-missing:nope'" in str(info.value) and "Fix" in str(info.value)
 
 
+@requires_docker
+def test_built_image_is_pushed_to_the_registry(tmp_path: Path) -> None:
+    import json
+    import shutil
+    import urllib.request
+
+    from prefect_mltrain.stack import free_port
+
+    if shutil.which("docker-registry") is None:
+        pytest.skip("no `docker-registry` (Debian package); `bash .ci/docker-setup.sh` installs it")
+    port = free_port()
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
+    registry = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(50):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        env = TrainingEnvironment(
+            dockerfile=f"FROM {BASE_IMAGE}\nRUN echo {uuid.uuid4().hex}\n", registry_url=f"127.0.0.1:{port}",
+        )
+        built = build(env)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/prefect-mltrain-env/tags/list", timeout=5) as r:
+            tags = json.load(r)["tags"]
+        assert built.image.split(":")[1] in tags
+    finally:
+        registry.terminate()
+        registry.wait(timeout=10)
+
+
 class _RefusingRegistry(http.server.BaseHTTPRequestHandler):
     """A registry on loopback that refuses every login, as one does for a wrong password."""
 
