@@ -26,6 +26,15 @@ def _image(tag: str) -> dict[str, str] | None:
     return describe_image(docker_client(), tag)
 
 
+@pytest.fixture
+def remove_images():
+    """Tags to delete after the test: its images have unique content, so no run reuses them."""
+    tags: list[str] = []
+    yield tags
+    for tag in tags:
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, check=False)
+
+
 def test_import_does_not_import_docker() -> None:
     code = "import sys, prefect_mltrain, prefect_mltrain.blocks; print('docker' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -86,7 +95,7 @@ def test_identity_follows_spec_dockerfile_and_context(tmp_path: Path) -> None:
 
 
 @requires_docker
-def test_build_streams_into_flow_logs_and_cache_hit_does_not_rebuild() -> None:
+def test_build_streams_into_flow_logs_and_cache_hit_does_not_rebuild(remove_images: list[str]) -> None:
     marker = f"built-{uuid.uuid4().hex[:8]}"
     env = TrainingEnvironment(dockerfile=f"FROM {BASE_IMAGE}\nRUN echo {marker} && python3 --version\n")
 
@@ -96,6 +105,7 @@ def test_build_streams_into_flow_logs_and_cache_hit_does_not_rebuild() -> None:
 
     state = build_twice(return_state=True)
     cold, warm = state.result()
+    remove_images.append(cold.image)
     assert not cold.cached and warm.cached
     assert cold.image == warm.image == f"prefect-mltrain-env:{env.content_hash()[:16]}"
     before = _image(cold.image)
@@ -108,7 +118,7 @@ def test_build_streams_into_flow_logs_and_cache_hit_does_not_rebuild() -> None:
 
 
 @requires_docker
-def test_two_workers_build_the_same_dockerfile_once(tmp_path: Path) -> None:
+def test_two_workers_build_the_same_dockerfile_once(tmp_path: Path, remove_images: list[str]) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     (tmp_path / "app.py").write_text(f"print('{uuid.uuid4().hex}')\n")
@@ -121,6 +131,7 @@ def test_two_workers_build_the_same_dockerfile_once(tmp_path: Path) -> None:
     env = TrainingEnvironment(dockerfile=str(tmp_path / "Dockerfile"))
     with ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda _: build(env), range(2)))
+    remove_images.append(results[0].image)
     assert sorted(r.cached for r in results) == [False, True]
     assert results[0].image == results[1].image
     out = subprocess.run(["docker", "run", "--rm", results[0].image], capture_output=True, text=True)
@@ -147,7 +158,7 @@ def test_missing_image_is_named() -> None:
 
 
 @requires_docker
-def test_built_image_is_pushed_to_the_registry(tmp_path: Path) -> None:
+def test_built_image_is_pushed_to_the_registry(tmp_path: Path, remove_images: list[str]) -> None:
     import json
     import shutil
     import urllib.request
@@ -175,6 +186,7 @@ def test_built_image_is_pushed_to_the_registry(tmp_path: Path) -> None:
             dockerfile=f"FROM {BASE_IMAGE}\nRUN echo {uuid.uuid4().hex}\n", registry_url=f"127.0.0.1:{port}",
         )
         built = build(env)
+        remove_images += [built.image, f"127.0.0.1:{port}/{built.image}"]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/prefect-mltrain-env/tags/list", timeout=5) as r:
             tags = json.load(r)["tags"]
         assert built.image.split(":")[1] in tags
