@@ -132,16 +132,18 @@ _FROM = re.compile(r"^\s*FROM\s+(?:--platform=\S+\s+)?(?P<image>\S+)(?:\s+AS\s+(
 
 
 def dockerfile_base_images(text: str) -> list[str]:
-    """The images a Dockerfile builds FROM, without its own stages and `scratch`.
+    """The images a Dockerfile builds FROM, without its own stages, `scratch` and `${ARG}` names.
 
-    >>> dockerfile_base_images("FROM python:3.11 AS build\\nRUN x\\nFROM build\\nFROM scratch")
+    A name made from build arguments is only known to the build, so its id cannot count.
+
+    >>> dockerfile_base_images("FROM python:3.11 AS build\\nRUN x\\nFROM build\\nFROM scratch\\nFROM ${B}")
     ['python:3.11']
     """
     stages: set[str] = set()
     images: list[str] = []
     for match in _FROM.finditer(text):
         image = match.group("image")
-        if image.lower() not in stages and image != "scratch" and image not in images:
+        if image.lower() not in stages and image != "scratch" and "$" not in image and image not in images:
             images.append(image)
         if match.group("stage"):
             stages.add(match.group("stage").lower())

@@ -150,6 +150,19 @@ def test_failing_dockerfile_shows_step_and_leaves_no_tag() -> None:
 
 
 @requires_docker
+def test_conda_python_the_image_lacks_fails_the_build_clearly() -> None:
+    env = TrainingEnvironment(
+        docker_image=BASE_IMAGE,
+        conda_file="name: x\ndependencies:\n  - python=3.9\n  - pip:\n    - six==1.16.0\n",
+    )
+    with pytest.raises(EnvironmentBuildError) as info:
+        build(env)
+    message = str(info.value)
+    assert "python_version=3.9 is asked for, but the base image has Python 3.11" in message
+    assert _image(f"prefect-mltrain-env:{env.content_hash()[:16]}") is None
+
+
+@requires_docker
 def test_missing_image_is_named() -> None:
     env = TrainingEnvironment(docker_image="prefect-mltrain-missing:nope", pip_requirements=["six"])
     with pytest.raises(EnvironmentSpecError) as info:
