@@ -41,6 +41,15 @@ def test_import_does_not_import_docker() -> None:
     assert out.stdout.strip() == "False"
 
 
+def test_missing_docker_extra_gives_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect_mltrain.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "docker", None)
+    env = TrainingEnvironment(docker_image=BASE_IMAGE, pip_requirements=["six"])
+    with pytest.raises(MissingDependencyError, match=r"pip install 'prefect-mltrain\[docker\]'"):
+        env.content_hash()
+
+
 @pytest.mark.parametrize(
     ("fields", "words"),
     [
