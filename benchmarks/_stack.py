@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from prefect_mltrain.stack import free_port, start_server, stop_pid, use_server
+from prefect_mltrain.stack import drain_prefect_queues, free_port, start_server, stop_pid, use_server
 
 
 @contextmanager
@@ -24,7 +24,5 @@ def local_stack() -> Iterator[Path]:
         yield home
     finally:
         if info is not None:
-            from prefect.logging.handlers import APILogHandler
-
-            APILogHandler().flush()
+            drain_prefect_queues()
             stop_pid(info.pid)  # type: ignore[arg-type]

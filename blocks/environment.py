@@ -130,7 +130,11 @@ def _normalise_requirement(req: str) -> str:
 
 
 class TrainingEnvironment(Block):
-    """The software a training job runs in: pip requirements, a conda file, or a given Python.
+    """The software a training job runs in: pip/conda packages, a Docker image or Dockerfile.
+
+    Kinds (see `kind`): `pip` and `conda` build a virtualenv; `user-managed` runs a given
+    Python as is; `docker` installs pip/conda packages on top of `docker_image` (or, with no
+    packages, runs in that image as is); `dockerfile` builds `dockerfile` in `docker_context`.
 
     Defined once and reused; its identity is a content hash over the normalised spec, so the
     same spec is built once per machine and every later job reuses the build.
@@ -141,6 +145,10 @@ class TrainingEnvironment(Block):
 
         TrainingEnvironment(pip_requirements=["scikit-learn==1.9.1"]).save("sklearn-env")
         env = TrainingEnvironment.load("BLOCK_NAME")
+
+        TrainingEnvironment(
+            docker_image="prefect-mltrain-base:bookworm", pip_requirements=["mlflow-skinny"],
+        ).save("docker-env")
         ```
     """
 
@@ -198,13 +206,76 @@ class TrainingEnvironment(Block):
         description="Extra package index, e.g. `https://pypi.internal/simple`.",
     )
 
+    docker_image: str | None = Field(
+        default=None,
+        title="Docker image",
+        description="Base image, e.g. `python:3.11-slim`. With pip/conda packages they are "
+        "installed on top into /opt/mltrain-env; alone, jobs run in the image as is.",
+    )
+    dockerfile: str | None = Field(
+        default=None,
+        title="Dockerfile",
+        description="Path of a Dockerfile, or its text; built with `docker_context`.",
+    )
+    docker_context: str | None = Field(
+        default=None,
+        title="Docker build context",
+        description="Folder sent to the build (its `.dockerignore` is honoured); defaults to "
+        "the Dockerfile's folder, or an empty context for Dockerfile text.",
+    )
+    registry_url: str | None = Field(
+        default=None,
+        title="Registry",
+        description="Docker registry, e.g. `registry.example:5000/team`; when set, built "
+        "images are pushed there and base images are pulled with its credentials.",
+    )
+    registry_username: str | None = Field(
+        default=None,
+        title="Registry username",
+        description="Username for `registry_url`.",
+    )
+    registry_password: SecretStr | None = Field(
+        default=None,
+        title="Registry password",
+        description="Password or token for `registry_url`; never logged, hashed or shown.",
+    )
+
     @model_validator(mode="after")
     def _check_combination(self) -> TrainingEnvironment:
         builds = bool(self.pip_requirements or self.pip_requirements_file or self.conda_file)
-        if self.python_executable and builds:
+        if self.python_executable and (builds or self.docker_image or self.dockerfile):
             raise ValueError(
                 "`python_executable` (a user-managed environment) cannot be combined with "
-                "`pip_requirements`, `pip_requirements_file` or `conda_file`. Fix: keep one."
+                "`pip_requirements`, `pip_requirements_file`, `conda_file`, `docker_image` or "
+                "`dockerfile`. Fix: keep one."
+            )
+        if self.dockerfile and (builds or self.docker_image):
+            raise ValueError(
+                "`dockerfile` cannot be combined with `docker_image`, `pip_requirements`, "
+                "`pip_requirements_file` or `conda_file`. Fix: install the packages in the "
+                "Dockerfile itself, or drop `dockerfile` and use `docker_image` plus packages."
+            )
+        if self.docker_context and not self.dockerfile:
+            raise ValueError(
+                f"`docker_context`={self.docker_context!r} is only used with `dockerfile`. "
+                f"Fix: set `dockerfile`, or remove `docker_context`."
+            )
+        if self.python_version is not None and (self.docker_image or self.dockerfile):
+            raise ValueError(
+                f"`python_version`={self.python_version!r} cannot be honoured for a Docker "
+                f"environment: the image decides the Python. Fix: remove `python_version` and "
+                f"pick a base image with that Python."
+            )
+        if self.index_password is not None and (self.docker_image or self.dockerfile):
+            raise ValueError(
+                "`index_password` is not supported for Docker environments: without BuildKit "
+                "secrets it would be stored in the image's layers. Fix: use a public "
+                "`index_url`, or install private packages in a base image built elsewhere."
+            )
+        if (self.registry_username or self.registry_password) and not self.registry_url:
+            raise ValueError(
+                "`registry_username`/`registry_password` are given but `registry_url` is empty. "
+                "Fix: set `registry_url`, e.g. 'registry.example:5000/team'."
             )
         if self.python_version is not None and not _PYTHON_VERSION.match(self.python_version):
             raise ValueError(
@@ -215,15 +286,25 @@ class TrainingEnvironment(Block):
 
     @property
     def kind(self) -> str:
-        """`user-managed`, `conda` or `pip`."""
+        """`dockerfile`, `docker`, `conda`, `pip` or `user-managed`."""
+        if self.dockerfile:
+            return "dockerfile"
+        if self.docker_image:
+            return "docker"
         if self.conda_file:
             return "conda"
         if self.pip_requirements or self.pip_requirements_file:
             return "pip"
         return "user-managed"
 
+    @property
+    def is_container(self) -> bool:
+        """Whether jobs in this environment run in a Docker container."""
+        return self.kind in ("docker", "dockerfile")
+
     def _conda_text(self) -> tuple[str, str]:
-        assert self.conda_file is not None
+        if self.conda_file is None:
+            raise EnvironmentSpecError("`conda_file` is empty; this environment has no conda file.")
         path = Path(self.conda_file).expanduser()
         if not path.is_file() and ("\n" in self.conda_file or ":" in self.conda_file):
             return self.conda_file, "given as text"
@@ -242,6 +323,8 @@ class TrainingEnvironment(Block):
         """
         if self.kind == "user-managed":
             return {"kind": "user-managed", "python": self.python_executable or sys.executable}
+        if self.kind == "dockerfile":
+            return self._dockerfile_spec()
         requirements = list(self.pip_requirements)
         if self.pip_requirements_file:
             path = Path(self.pip_requirements_file).expanduser()
@@ -266,19 +349,82 @@ class TrainingEnvironment(Block):
         spec["pip_requirements"] = sorted({_normalise_requirement(r) for r in requirements if r.strip()})
         if self.index_url:
             spec["index_url"] = self.index_url
+        if self.kind == "docker":
+            # The base image's id, not its name: a re-pushed `:latest` is a new environment.
+            spec["base_image"] = self.docker_image
+            spec["base_image_id"] = self._image_ids([self.docker_image or ""])[self.docker_image or ""]
         return spec
+
+    def dockerfile_text(self) -> tuple[str, Path | None, Path | None]:
+        """The Dockerfile's text, its path (None for text) and the build context folder.
+
+        Raises:
+            EnvironmentSpecError: The Dockerfile or the context folder does not exist.
+        """
+        value = self.dockerfile or ""
+        path: Path | None = None
+        if "\n" in value:
+            text = value
+        else:
+            path = Path(value).expanduser().resolve()
+            if not path.is_file():
+                raise EnvironmentSpecError(
+                    f"`dockerfile`={value!r} does not exist. Fix: give the path of a Dockerfile, "
+                    f"or its text (with at least one newline)."
+                )
+            text = path.read_text()
+        context: Path | None = None
+        if self.docker_context:
+            context = Path(self.docker_context).expanduser().resolve()
+        elif path is not None:
+            context = path.parent
+        if context is not None and not context.is_dir():
+            raise EnvironmentSpecError(
+                f"`docker_context`={self.docker_context!r} is not a directory. Fix: give the "
+                f"folder whose files the Dockerfile COPYs."
+            )
+        return text, path, context
+
+    def _dockerfile_spec(self) -> dict[str, Any]:
+        from prefect_mltrain.docker_engine import context_digest, dockerfile_base_images
+
+        text, path, context = self.dockerfile_text()
+        name = path.relative_to(context).as_posix() if path and context and path.is_relative_to(context) else None
+        bases = dockerfile_base_images(text)
+        return {
+            "kind": "dockerfile",
+            "dockerfile_sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "context_sha256": context_digest(context, name) if context else None,
+            "base_image_ids": self._image_ids(bases),
+        }
+
+    def _image_ids(self, names: list[str]) -> dict[str, str]:
+        """Ids of the base images, pulled with the registry credentials when not local."""
+        from prefect_mltrain.docker_engine import docker_client, image_id, registry_auth
+
+        client = docker_client()
+        password = self.registry_password.get_secret_value() if self.registry_password else None
+        auth = registry_auth(self.registry_url, self.registry_username, password)
+        return {name: image_id(client, name, auth, [password]) for name in names}
 
     def content_hash(self) -> str:
         """SHA-256 over the normalised spec: equal on every machine for equal specs.
 
         Environment variables and secrets are left out: they do not change what is built.
+        Docker environments add their base images' ids and, for a Dockerfile, the files of
+        its build context, so they need the Docker engine.
         """
-        canonical = json.dumps(self.spec(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return hash_spec(self.spec())
 
     def job_environment(self) -> dict[str, str]:
         """The variables this environment adds to a job's process."""
         return {str(k): str(v) for k, v in self.environment_variables.items()}
+
+
+def hash_spec(spec: dict[str, Any]) -> str:
+    """SHA-256 of a normalised spec's canonical JSON (what `content_hash` returns)."""
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def default_python_version() -> str:

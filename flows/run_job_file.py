@@ -28,13 +28,6 @@ def job_environment(job: JobFile) -> TrainingEnvironment | str | None:
         block = resolve_block(fields.pop("block"), TrainingEnvironment, "environment.block")
         extra = fields.get("environment_variables") or {}
         return block.model_copy(update={"environment_variables": {**block.environment_variables, **extra}})
-    known = set(TrainingEnvironment.model_fields)
-    missing = sorted(set(fields) - known)
-    if missing:
-        raise ConfigurationError(
-            f"{job.path}: `environment` uses {missing}, which this installation cannot build "
-            f"(Docker environments need the `docker` extra: pip install 'prefect-mltrain[docker]')."
-        )
     return TrainingEnvironment(**fields)
 
 
@@ -64,7 +57,8 @@ def run_job_file(path: str, overrides: list[str] | None = None) -> JobResult:
 
     `code`, `command` with `${{inputs.x}}` / `${{outputs.x}}`, literal and local
     `uri_file`/`uri_folder` inputs (mount or download), outputs (folders under `./outputs`,
-    kept as artifacts), `environment` (conda_file, or `{block: <name>}`), `compute` (`local`,
+    kept as artifacts), `environment` (image, conda_file, build with a Dockerfile context,
+    environment_variables, or `{block: <name>}`), `compute` (`local`,
     or the name of a DaskCompute block in place of `azureml:<cluster>`), `experiment_name`,
     `display_name` and `tags` are honoured.
 

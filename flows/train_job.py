@@ -17,6 +17,7 @@ from prefect_mltrain.blocks.compute import DaskCompute
 from prefect_mltrain.blocks.environment import TrainingEnvironment
 from prefect_mltrain.blocks.model import check_model_name
 from prefect_mltrain.blocks.tracking import MlflowTracking
+from prefect_mltrain.containers import ContainerSpec, local_store_paths
 from prefect_mltrain.errors import ConfigurationError, ModelRegistrationError
 from prefect_mltrain.flows._links import flow_run_info, mlflow_tags, publish_run_links
 from prefect_mltrain.frameworks import detect_framework
@@ -197,20 +198,30 @@ def train_job(
             job_env = {
                 **env.job_environment(),
                 **tracker.environment_variables(run_id, experiment_id),
-                "PATH": f"{built.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
                 "PYTHONUNBUFFERED": "1",
                 "PYTHONPATH": _job_pythonpath(env),
             }
-            if built.prefix:
-                job_env["VIRTUAL_ENV"] = built.prefix
             client = tracker.client()
+            argv = _job_argv(script, command, arguments or [])
+            container = None
+            if built.image:
+                # In the image: its own PATH and Python; the MLflow store mounted at its path.
+                argv = [built.python, *argv[1:]] if script is not None else argv
+                artifacts = client.get_experiment(experiment_id).artifact_location
+                mounts = [*local_store_paths(job_env, artifacts), str(BOOTSTRAP_DIR)]  # see BOOTSTRAP_DIR
+                container = ContainerSpec(built.image, mounts, target.gpus_per_trial)
+            else:
+                job_env["PATH"] = f"{built.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+                if built.prefix:
+                    job_env["VIRTUAL_ENV"] = built.prefix
             try:
                 runner.submit(run_command, parameters={
-                    "argv": _job_argv(script, command, arguments or []),
+                    "argv": argv,
                     "cwd": str(workdir),
                     "env": job_env,
                     "log_file": str(run_dir / "user_logs" / "std_log.txt"),
                     "timeout_seconds": timeout_seconds,
+                    "container": container,
                 }).result()
             finally:
                 for sub, path in (("outputs", workdir / "outputs"), ("logs", workdir / "logs"), ("user_logs", run_dir / "user_logs")):

@@ -35,8 +35,8 @@ class JobFailedError(MltrainError):
         self.exit_code = exit_code
         self.stderr_tail = stderr_tail
 
-    def __reduce__(self) -> tuple[type, tuple[str, int, str]]:
-        # Crosses process boundaries (Dask workers): rebuild with every field.
+    def __reduce__(self) -> tuple[type[JobFailedError], tuple[str, int, str]]:
+        # Rebuilt with all its arguments when it crosses a Dask worker boundary (pickle).
         return (type(self), (str(self), self.exit_code, self.stderr_tail))
 
 
@@ -62,3 +62,7 @@ def missing_extra(module: str, extra: str) -> MissingDependencyError:
         f"`{module}` is required for this feature but is not installed. "
         f"Install it with: pip install 'prefect-mltrain[{extra}]'"
     )
+
+
+class DockerUnavailableError(ConfigurationError):
+    """An environment needs a Docker engine and none answers."""

@@ -203,7 +203,7 @@ def _environment(spec: Any, base: Path, path: Path) -> dict[str, Any]:
         if not (context / dockerfile).is_file():
             raise _fail(path, f"`environment.build`: no {dockerfile} in '{context}'.")
         fields["dockerfile"] = str(context / dockerfile)
-        fields["build_context"] = str(context)
+        fields["docker_context"] = str(context)
     return fields
 
 

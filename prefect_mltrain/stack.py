@@ -180,6 +180,22 @@ def stop_local_server(settings: MltrainSettings | None = None) -> bool:
     return True
 
 
+def drain_prefect_queues(timeout: float = 5.0) -> None:
+    """Send Prefect's queued logs and events now, while the server is still up.
+
+    Drained at interpreter exit instead, after a local server is gone, they retry for about
+    a minute.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        try:
+            service.drain_all(timeout=timeout)
+        except Exception:  # best effort at shutdown
+            pass
+
+
 def use_server(info: ServerInfo) -> None:
     """Point this process, and the processes it starts (Dask workers), at `info`'s API.
 

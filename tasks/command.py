@@ -8,6 +8,7 @@ from pathlib import Path
 from prefect import task
 from prefect.logging import get_run_logger
 
+from prefect_mltrain.containers import ContainerSpec, container_launch, remove_container
 from prefect_mltrain.errors import JobFailedError
 from prefect_mltrain.process import stream_process
 
@@ -19,10 +20,14 @@ def run_command(
     env: dict[str, str],
     log_file: str,
     timeout_seconds: float | None = None,
+    container: ContainerSpec | None = None,
 ) -> int:
     """Run `argv` in `cwd`, logging stdout at INFO and stderr at WARNING as lines arrive.
 
-    Every line also goes to `log_file` (Azure ML's `user_logs/std_log.txt`).
+    Every line also goes to `log_file` (Azure ML's `user_logs/std_log.txt`). With a
+    `container`, `argv` runs in that image (`docker run`, built here on the worker) with
+    `cwd` mounted as its working directory and `env` passed in; the container is removed
+    afterwards whatever happened.
 
     Returns:
         The exit code, 0.
@@ -41,7 +46,15 @@ def run_command(
             else:
                 logger.warning("%s", line)
 
-        result = stream_process(argv, on_line=on_line, env={**os.environ, **env}, cwd=cwd, timeout=timeout_seconds)
+        name = None
+        if container is not None:
+            launch = container_launch(container.image, argv, cwd, list(env), container.mounts, container.gpus)
+            argv, name = launch.argv, launch.name
+        try:
+            result = stream_process(argv, on_line=on_line, env={**os.environ, **env}, cwd=cwd, timeout=timeout_seconds)
+        finally:
+            if name is not None:  # killing the `docker run` client alone leaves the container
+                remove_container(name)
     if result.timed_out:
         raise JobFailedError(
             f"The job ran past `timeout_seconds`={timeout_seconds} and was killed. "

@@ -1,5 +1,7 @@
 """Build a `TrainingEnvironment` once per machine, cached by its content hash.
 
+Docker environments are handed to `tasks/docker_build.py`; the rest are virtualenvs:
+
 A build goes into `<envs>/<hash>/` under an exclusive file lock and counts only once its
 marker file is written, last; a failed or killed build is removed or, if the process died,
 removed by the next build. A cache hit reads one small file.
@@ -25,7 +27,12 @@ from prefect import task
 from prefect.logging import get_run_logger
 from prefect.exceptions import MissingContextError
 
-from prefect_mltrain.blocks.environment import TrainingEnvironment, default_python_version, is_executable
+from prefect_mltrain.blocks.environment import (
+    TrainingEnvironment,
+    default_python_version,
+    hash_spec,
+    is_executable,
+)
 from prefect_mltrain.errors import EnvironmentBuildError, EnvironmentSpecError
 from prefect_mltrain.process import stream_process
 from prefect_mltrain.settings import MltrainSettings
@@ -44,6 +51,7 @@ class BuiltEnvironment:
     cached: bool
     build_seconds: float
     installer: str | None
+    image: str | None = None  # Docker environments: the image jobs run in
 
     @property
     def bin_dir(self) -> str:
@@ -231,11 +239,12 @@ def build(environment: TrainingEnvironment, envs_dir: Path | None = None, instal
 
     Raises:
         EnvironmentSpecError: The spec is invalid or needs what this machine lacks.
-        EnvironmentBuildError: The installer failed; nothing of the build is kept.
+        EnvironmentBuildError: The installer or Docker build failed; nothing of the build is kept.
+        DockerUnavailableError: A Docker environment and no engine running.
     """
     settings = MltrainSettings()
     spec = environment.spec()
-    digest = environment.content_hash()
+    digest = hash_spec(spec)
     if spec["kind"] == "user-managed":
         python = spec["python"]
         if not is_executable(python):
@@ -245,6 +254,10 @@ def build(environment: TrainingEnvironment, envs_dir: Path | None = None, instal
             )
         return BuiltEnvironment(digest, "user-managed", python, None, True, 0.0, None)
     envs_dir = envs_dir or settings.envs_dir
+    if environment.is_container:
+        from prefect_mltrain.tasks.docker_build import build_image
+
+        return build_image(environment, spec, digest, envs_dir, _logger())
     prefix = envs_dir / digest[:16]
     marker = _read_marker(prefix)
     if marker is not None:

@@ -33,16 +33,13 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    from prefect_mltrain.stack import stop_pid
-
     from prefect_mltrain.blocks.compute import close_shared_clusters
+    from prefect_mltrain.stack import drain_prefect_queues, stop_pid
 
     close_shared_clusters()
     info = _state.get("server")
     if info is not None:
-        from prefect.logging.handlers import APILogHandler
-
-        APILogHandler().flush()  # send the last logs before the server goes
+        drain_prefect_queues()
         stop_pid(info.pid)  # type: ignore[attr-defined]
     shutil.rmtree(str(_state.get("home", "")), ignore_errors=True)
 

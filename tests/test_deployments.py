@@ -23,6 +23,7 @@ def _prefect(*args, timeout=300):
 @pytest.fixture(scope="module")
 def deployed():
     _prefect("work-pool", "create", "mltrain-process", "--type", "process", "--overwrite")
+    _prefect("work-pool", "create", "mltrain-docker", "--type", "docker", "--overwrite")
     _prefect("deploy", "--all")
     worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "mltrain-process", "--limit", "2"],
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -33,7 +34,7 @@ def deployed():
 
 def test_every_deployment_is_created(deployed, prefect_client):
     names = {f"{d.name}" for d in prefect_client.read_deployments()}
-    assert {"iris", "example-job", "nightly-iris"} <= names
+    assert {"iris", "example-job", "nightly-iris", "train-job-docker"} <= names
     nightly = next(d for d in prefect_client.read_deployments() if d.name == "nightly-iris")
     assert nightly.schedules and nightly.schedules[0].schedule.cron == "0 2 * * *"
 
