@@ -60,7 +60,7 @@ def run_job_file(path: str, overrides: list[str] | None = None) -> JobResult:
     kept as artifacts), `environment` (image, conda_file, build with a Dockerfile context,
     environment_variables, or `{block: <name>}`), `compute` (`local`,
     or the name of a DaskCompute block in place of `azureml:<cluster>`), `experiment_name`,
-    `display_name` and `tags` are honoured.
+    `display_name`, `tags`, and `distribution` with `resources.instance_count` are honoured.
 
     Args:
         path: The job file.
@@ -69,11 +69,6 @@ def run_job_file(path: str, overrides: list[str] | None = None) -> JobResult:
     job = load_job_file(path, overrides)
     if job.type != "command":
         raise ConfigurationError(f"{job.path}: `type: {job.type}` jobs are not run by this flow yet; use `type: command`.")
-    if job.distribution is not None or job.instance_count > 1:
-        raise ConfigurationError(
-            f"{job.path}: `distribution` / `resources.instance_count` > 1 are not run by this flow yet. "
-            f"Fix: remove them to run one process, or use `train_pytorch_model` for distributed PyTorch."
-        )
     outputs = {name: f"outputs/{name}" for name in job.outputs}
     command = render_command(job, _stage_inputs(job), outputs)
     if outputs:  # Azure ML creates output folders before the command starts
@@ -83,5 +78,5 @@ def run_job_file(path: str, overrides: list[str] | None = None) -> JobResult:
     return train_job(
         command=command, source_directory=str(job.code), environment=job_environment(job),
         compute=job.compute, experiment_name=job.experiment_name, display_name=job.display_name,
-        tags=tags,
+        tags=tags, distribution=job.distribution, instance_count=job.instance_count,
     )

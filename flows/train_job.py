@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import random
 import shlex
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dask
 from prefect import flow
+from prefect.futures import as_completed
 from prefect.logging import get_run_logger
 
 from prefect_mltrain.blocks._load import resolve_block
@@ -18,10 +21,12 @@ from prefect_mltrain.blocks.environment import TrainingEnvironment
 from prefect_mltrain.blocks.model import check_model_name
 from prefect_mltrain.blocks.tracking import MlflowTracking
 from prefect_mltrain.containers import ContainerSpec, local_store_paths
-from prefect_mltrain.errors import ConfigurationError, ModelRegistrationError
+from prefect_mltrain.distribution import Slot, check_distribution, launcher_environment, place, worker_host
+from prefect_mltrain.errors import ConfigurationError, JobFailedError, ModelRegistrationError
 from prefect_mltrain.flows._links import flow_run_info, mlflow_tags, publish_run_links
 from prefect_mltrain.frameworks import detect_framework
 from prefect_mltrain.settings import MltrainSettings
+from prefect_mltrain.stack import free_port
 from prefect_mltrain.tasks.command import run_command
 from prefect_mltrain.tasks.environment import build_environment
 from prefect_mltrain.tasks.register import register_model
@@ -112,6 +117,47 @@ def _job_argv(script: str | None, command: str | None, arguments: list[Any]) -> 
     return ["/bin/sh", "-c", " ".join([command or "", *map(shlex.quote, args)])]
 
 
+def _slots(runner: Any, kind: str, instance_count: int, per_instance: int) -> list[Slot]:
+    if kind == "single":
+        return [Slot("", 0, 0, 0)]
+    workers = runner.client.scheduler_info(n_workers=-1)["workers"]
+    return place({addr: w["nthreads"] for addr, w in workers.items()}, instance_count, per_instance)
+
+
+def _launch(runner: Any, slots: list[Slot], kind: str, per_instance: int, parameters: dict[str, Any],
+            logs: Path) -> None:
+    """Run the command once per slot, all at once, and fail with the first rank that failed."""
+    if kind == "single":
+        runner.submit(run_command, parameters={**parameters, "log_file": str(logs / "std_log.txt")}).result()
+        return
+    master = worker_host(slots[0].worker)
+    port = free_port() if master == "127.0.0.1" else random.randint(29500, 29999)
+    stop_file = logs / ".stop"  # written on the first failure: the other ranks are killed, not left to hang
+    futures = {}
+    for slot in slots:
+        env = {**parameters["env"], **launcher_environment(slot, len(slots), per_instance, master, port, kind)}
+        with dask.annotate(workers=[slot.worker], allow_other_workers=False):
+            future = runner.submit(
+                run_command.with_options(task_run_name=f"run-command-rank-{slot.rank}"),
+                parameters={**parameters, "env": env, "stop_file": str(stop_file),
+                            "log_file": str(logs / f"std_log_process_{slot.rank:02d}.txt")},
+            )
+        futures[future] = slot.rank
+    failures = []
+    for future in as_completed(list(futures)):
+        try:
+            future.result()
+        except JobFailedError as exc:
+            if not failures:
+                stop_file.parent.mkdir(parents=True, exist_ok=True)
+                stop_file.touch()
+            failures.append((futures[future], exc))
+    if failures:
+        rank, exc = failures[0]  # the first to fail is the cause; the rest were stopped
+        raise JobFailedError(f"Rank {rank} of {len(slots)} failed first (ranks failed: {sorted(r for r, _ in failures)}). {exc}",
+                             exit_code=exc.exit_code, stderr_tail=exc.stderr_tail)
+
+
 def _job_pythonpath(env: TrainingEnvironment) -> str:
     inherited = env.job_environment().get("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
     return os.pathsep.join(p for p in (str(BOOTSTRAP_DIR), inherited) if p)
@@ -133,6 +179,8 @@ def train_job(
     model_name: str | None = None,
     timeout_seconds: float | None = None,
     ignore_file: str | None = None,
+    distribution: dict[str, Any] | None = None,
+    instance_count: int = 1,
 ) -> JobResult:
     """Run a training script or command as a tracked job, like Azure ML's `ScriptRunConfig`.
 
@@ -157,12 +205,18 @@ def train_job(
         model_name: Registry name for `model_path` (lowercase, dashes).
         timeout_seconds: Kill the command after this many seconds.
         ignore_file: Ignore file in the source directory; `.amlignore`, else `.gitignore`.
+        distribution: Run several processes, as Azure ML's `{"type": "pytorch",
+            "process_count_per_instance": N}` (or `mpi`): each gets WORLD_SIZE, RANK,
+            LOCAL_RANK, MASTER_ADDR and MASTER_PORT, one process per slot on the Dask workers,
+            and its own log `user_logs/std_log_process_<rank>.txt`.
+        instance_count: Instances (one Dask worker each) that run `process_count_per_instance`.
 
     Returns:
         The MLflow run id, run folders, final metrics and the registered model's block name.
     """
     logger = get_run_logger()
     source = _check_job(script, command, source_directory, model_path, model_name)
+    kind, per_instance = check_distribution(distribution, instance_count)
     env = resolve_block(environment, TrainingEnvironment, "environment")
     env.spec()  # a spec that does not parse fails here, before any compute starts
     target = default_command_compute() if compute is None else resolve_block(compute, DaskCompute, "compute")
@@ -179,6 +233,7 @@ def train_job(
     experiment_id = tracker.ensure_experiment(experiment_name)
 
     with target.task_runner() as runner:
+        slots = _slots(runner, kind, instance_count, per_instance)
         built = runner.submit(build_environment, parameters={"environment": env}).result()
         logger.info("Environment %s (%s) %s", built.content_hash[:12], built.kind, "reused" if built.cached else "built")
         run_tags = {
@@ -215,14 +270,10 @@ def train_job(
                 if built.prefix:
                     job_env["VIRTUAL_ENV"] = built.prefix
             try:
-                runner.submit(run_command, parameters={
-                    "argv": argv,
-                    "cwd": str(workdir),
-                    "env": job_env,
-                    "log_file": str(run_dir / "user_logs" / "std_log.txt"),
-                    "timeout_seconds": timeout_seconds,
-                    "container": container,
-                }).result()
+                _launch(runner, slots, kind, per_instance, {
+                    "argv": argv, "cwd": str(workdir), "env": job_env,
+                    "timeout_seconds": timeout_seconds, "container": container,
+                }, run_dir / "user_logs")
             finally:
                 for sub, path in (("outputs", workdir / "outputs"), ("logs", workdir / "logs"), ("user_logs", run_dir / "user_logs")):
                     if path.is_dir() and any(path.iterdir()):

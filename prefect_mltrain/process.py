@@ -22,6 +22,7 @@ class ProcessResult:
     output_tail: str
     seconds: float
     timed_out: bool
+    stopped: bool = False
 
 
 def stream_process(
@@ -32,6 +33,7 @@ def stream_process(
     cwd: str | Path | None = None,
     timeout: float | None = None,
     tail_lines: int = 40,
+    should_stop: Callable[[], bool] | None = None,
 ) -> ProcessResult:
     """Run `argv`, calling `on_line(stream, line)` for every stdout/stderr line as it arrives.
 
@@ -44,6 +46,7 @@ def stream_process(
         cwd: Working directory of the child.
         timeout: Seconds after which the whole process group is killed.
         tail_lines: How many last lines to keep for error messages.
+        should_stop: Polled twice a second; when it says True the process group is killed.
 
     Returns:
         The exit code and the last lines of stderr and of all output.
@@ -81,12 +84,21 @@ def stream_process(
     ]
     for thread in pumps:
         thread.start()
-    timed_out = False
+    timed_out = stopped = False
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        _kill_group(proc)
+        while proc.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                timed_out = True
+                _kill_group(proc)
+            elif should_stop is not None and should_stop():
+                stopped = True
+                _kill_group(proc)
+            else:
+                try:
+                    proc.wait(timeout=0.5 if should_stop else (None if deadline is None else max(0.0, deadline - time.monotonic())))
+                except subprocess.TimeoutExpired:
+                    pass
     except BaseException:
         # Cancellation or Ctrl-C of the caller: never leave the job running behind it.
         _kill_group(proc)
@@ -99,6 +111,7 @@ def stream_process(
         output_tail="\n".join(output_tail),
         seconds=time.perf_counter() - started,
         timed_out=timed_out,
+        stopped=stopped,
     )
 
 

@@ -21,13 +21,15 @@ def run_command(
     log_file: str,
     timeout_seconds: float | None = None,
     container: ContainerSpec | None = None,
+    stop_file: str | None = None,
 ) -> int:
     """Run `argv` in `cwd`, logging stdout at INFO and stderr at WARNING as lines arrive.
 
     Every line also goes to `log_file` (Azure ML's `user_logs/std_log.txt`). With a
     `container`, `argv` runs in that image (`docker run`, built here on the worker) with
     `cwd` mounted as its working directory and `env` passed in; the container is removed
-    afterwards whatever happened.
+    afterwards whatever happened. When `stop_file` appears (a distributed job whose other
+    rank failed), the command is killed.
 
     Returns:
         The exit code, 0.
@@ -51,10 +53,18 @@ def run_command(
             launch = container_launch(container.image, argv, cwd, list(env), container.mounts, container.gpus)
             argv, name = launch.argv, launch.name
         try:
-            result = stream_process(argv, on_line=on_line, env={**os.environ, **env}, cwd=cwd, timeout=timeout_seconds)
+            result = stream_process(
+                argv, on_line=on_line, env={**os.environ, **env}, cwd=cwd, timeout=timeout_seconds,
+                should_stop=(lambda: os.path.exists(stop_file)) if stop_file else None,
+            )
         finally:
             if name is not None:  # killing the `docker run` client alone leaves the container
                 remove_container(name)
+    if result.stopped:
+        raise JobFailedError(
+            "Stopped because another process of this distributed job failed.",
+            exit_code=result.exit_code, stderr_tail=result.stderr_tail,
+        )
     if result.timed_out:
         raise JobFailedError(
             f"The job ran past `timeout_seconds`={timeout_seconds} and was killed. "

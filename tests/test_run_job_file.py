@@ -82,3 +82,20 @@ def test_cli_rejects_bad_file_before_starting_anything(tmp_path):
     exe = str(Path(sys.executable).with_name("prefect-mltrain"))
     out = subprocess.run([exe, "job", "run", str(tmp_path / "bad.yml")], capture_output=True, text=True, env=os.environ)
     assert out.returncode == 2 and "not valid YAML at line 3, column 1" in out.stderr
+
+
+def test_distributed_job_file(tmp_path):
+    from tests.test_distributed_job import RENDEZVOUS
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "ddp.py").write_text(RENDEZVOUS)
+    (tmp_path / "job.yml").write_text(textwrap.dedent("""
+        type: command
+        code: src
+        command: python ddp.py
+        distribution: {type: pytorch, process_count_per_instance: 2}
+        resources: {instance_count: 1}
+    """))
+    result = run_job_file(str(tmp_path / "job.yml"))
+    logs = flow_run_logs(result.flow_run_url.rsplit("/", 1)[-1], "rendezvous complete")
+    assert "rendezvous complete [1]" in logs and "rank=1 local_rank=1 node_rank=0 world=2" in logs
