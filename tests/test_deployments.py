@@ -34,9 +34,21 @@ def deployed():
 
 def test_every_deployment_is_created(deployed, prefect_client):
     names = {f"{d.name}" for d in prefect_client.read_deployments()}
-    assert {"iris", "example-job", "nightly-iris", "train-job-docker"} <= names
+    assert {"iris", "example-job", "example", "iris-classifier", "nightly-iris", "train-job-docker"} <= names
     nightly = next(d for d in prefect_client.read_deployments() if d.name == "nightly-iris")
     assert nightly.schedules and nightly.schedules[0].schedule.cron == "0 2 * * *"
+
+
+def test_job_file_deployment_runs(deployed):
+    out = _prefect("deployment", "run", "run-job-file/example", "--params", json.dumps({"overrides": ["inputs.C=0.3"]}),
+                   "--watch", "--watch-timeout", "240")
+    assert "Completed" in out
+    from prefect_mltrain.blocks import MlflowTracking
+
+    client = MlflowTracking().client()
+    experiment = client.get_experiment_by_name("iris-job-files")
+    runs = client.search_runs([experiment.experiment_id], filter_string="params.C = '0.3'")
+    assert runs and runs[0].data.tags["source"] == "job-file" and runs[0].info.run_name == "iris-from-yaml"
 
 
 def test_deployment_run_with_params_trains_and_registers(deployed, unique_name):
