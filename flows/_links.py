@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.context import get_run_context
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+
+@dataclass(kw_only=True)
+class TrackedRun:
+    """What every training flow returns: its MLflow run, flow run, metrics and registered model."""
+
+    mlflow_run_id: str
+    experiment_id: str
+    flow_run_url: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    model_block: str | None = None
+    model_version: int | None = None
 
 
 def flow_run_info() -> dict[str, str]:

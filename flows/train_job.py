@@ -6,7 +6,7 @@ import os
 import random
 import shlex
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from prefect_mltrain.blocks.tracking import MlflowTracking
 from prefect_mltrain.containers import ContainerSpec, local_store_paths
 from prefect_mltrain.distribution import Slot, check_distribution, launcher_environment, place, worker_host
 from prefect_mltrain.errors import ConfigurationError, JobFailedError, ModelRegistrationError
-from prefect_mltrain.flows._links import flow_run_info, mlflow_tags, publish_run_links
+from prefect_mltrain.flows._links import TrackedRun, flow_run_info, mlflow_tags, publish_run_links
 from prefect_mltrain.frameworks import detect_framework
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.stack import free_port
@@ -50,18 +50,12 @@ def default_command_compute() -> DaskCompute:
     )
 
 
-@dataclass
-class JobResult:
+@dataclass(kw_only=True)
+class JobResult(TrackedRun):
     """What a finished job leaves: its MLflow run, folders and registered model."""
 
-    mlflow_run_id: str
-    experiment_id: str
-    flow_run_url: str
     run_dir: str
     outputs_dir: str
-    metrics: dict[str, float] = field(default_factory=dict)
-    model_block: str | None = None
-    model_version: int | None = None
 
 
 def _check_job(
@@ -279,8 +273,9 @@ def train_job(
                     if path.is_dir() and any(path.iterdir()):
                         client.log_artifacts(run_id, str(path), sub)
             result = JobResult(
-                run_id, experiment_id, info["url"], str(run_dir), str(workdir / "outputs"),
-                dict(client.get_run(run_id).data.metrics),
+                mlflow_run_id=run_id, experiment_id=experiment_id, flow_run_url=info["url"],
+                run_dir=str(run_dir), outputs_dir=str(workdir / "outputs"),
+                metrics=dict(client.get_run(run_id).data.metrics),
             )
             if model_name and model_path:
                 produced = workdir / model_path

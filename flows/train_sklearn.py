@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +14,13 @@ from prefect_mltrain.blocks.compute import DaskCompute
 from prefect_mltrain.blocks.model import check_model_name
 from prefect_mltrain.blocks.tracking import MlflowTracking
 from prefect_mltrain.errors import ConfigurationError
-from prefect_mltrain.flows._links import flow_run_info, mlflow_tags, publish_run_links
+from prefect_mltrain.flows._links import TrackedRun, flow_run_info, mlflow_tags, publish_run_links
 from prefect_mltrain.tasks.register import register_model
 from prefect_mltrain.tasks.sklearn import BUNDLED_DATASETS, fit_estimator, load_dataset, make_estimator
 
 
-@dataclass
-class FitResult:
+class FitResult(TrackedRun):
     """A fitted estimator's MLflow run, test metrics and registered model."""
-
-    mlflow_run_id: str
-    experiment_id: str
-    flow_run_url: str
-    metrics: dict[str, float] = field(default_factory=dict)
-    model_block: str | None = None
-    model_version: int | None = None
 
 
 def _trusted_types(model: Any) -> list[str]:
@@ -112,7 +103,8 @@ def train_sklearn(
         publish_run_links(url, run_id, tracker.ui_command(), {"MLflow run": run_id, **{
             k: f"{v:.4f}" for k, v in fitted["metrics"].items()}})
         logger.info("Test metrics: %s", {k: round(v, 4) for k, v in fitted["metrics"].items()})
-        result = FitResult(run_id, experiment_id, info["url"], dict(fitted["metrics"]))
+        result = FitResult(mlflow_run_id=run_id, experiment_id=experiment_id, flow_run_url=info["url"],
+                           metrics=dict(fitted["metrics"]))
         if model_name:
             entry = register_model(
                 tracker, model_name, run_id, "model", "sklearn",
