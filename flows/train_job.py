@@ -15,6 +15,7 @@ from prefect import flow
 from prefect.futures import as_completed
 from prefect.logging import get_run_logger
 
+import prefect_mltrain
 from prefect_mltrain.blocks._load import resolve_block
 from prefect_mltrain.blocks.compute import DaskCompute
 from prefect_mltrain.blocks.environment import TrainingEnvironment
@@ -31,8 +32,6 @@ from prefect_mltrain.tasks.command import run_command
 from prefect_mltrain.tasks.environment import build_environment
 from prefect_mltrain.tasks.register import register_model
 from prefect_mltrain.tasks.snapshot import snapshot_source
-
-import prefect_mltrain
 
 # Its sitecustomize keeps the job's MLflow run active in the script (see that file).
 BOOTSTRAP_DIR = Path(prefect_mltrain.__file__).parent / "bootstrap"
@@ -126,7 +125,7 @@ def _launch(runner: Any, slots: list[Slot], kind: str, per_instance: int, parame
         return
     master = worker_host(slots[0].worker)
     port = free_port() if master == "127.0.0.1" else random.randint(29500, 29999)
-    stop_file = logs / ".stop"  # written on the first failure: the other ranks are killed, not left to hang
+    stop_file = logs.parent / "stop-ranks"  # written on the first failure: the others are killed, not left to hang
     futures = {}
     for slot in slots:
         env = {**parameters["env"], **launcher_environment(slot, len(slots), per_instance, master, port, kind)}
@@ -143,7 +142,6 @@ def _launch(runner: Any, slots: list[Slot], kind: str, per_instance: int, parame
             future.result()
         except JobFailedError as exc:
             if not failures:
-                stop_file.parent.mkdir(parents=True, exist_ok=True)
                 stop_file.touch()
             failures.append((futures[future], exc))
     if failures:
