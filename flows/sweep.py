@@ -12,6 +12,7 @@ asks for more, until `max_total_trials`, the timeout or the goal value is reache
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -21,6 +22,7 @@ import re
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,14 +78,21 @@ class SweepResult:
 
 
 @dataclass
-class TrialJob:
-    """Everything a trial needs on the worker (pickled to it with the task)."""
+class SlotJob:
+    """One concurrent-trial slot's work order (pickled to its Dask worker with the task).
+
+    A slot holds one slot of the sweep's concurrency limit and runs trials one after another:
+    it takes a ticket from the sweep's queue, asks the study for a configuration, runs the
+    trial flow and tells the study, until the tickets run out or the sweep must stop. Asking
+    on the worker saves a round trip through the flow per trial; every trial is still its own
+    flow run.
+    """
 
     sweep: str
-    number: int
-    trial_id: int
-    params: dict[str, Any]
+    slot: int
     storage_url: str
+    space: SearchSpace
+    algorithm: Any
     spec: TrialSpec
     objective: Objective
     policy: TerminationPolicy | None
@@ -92,7 +101,10 @@ class TrialJob:
     parent_run_id: str
     gpus_per_trial: float
     concurrency_limit: str
+    tickets: str
+    stop_variable: str
     deadline: float | None
+    goal_value: float | None
     timeout_seconds: float | None
     retries: int
     gpu_ids: list[str] = field(default_factory=list)
@@ -118,21 +130,24 @@ def _storage(url: str) -> Any:
     return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
 
 
-def _worker_study(job: TrialJob) -> Any:
-    """The study, loaded once per worker process and sweep."""
-    key = (job.storage_url, job.sweep)
+def _worker_study(job: SlotJob) -> Any:
+    """The study with this slot's sampler and the policy's pruner, loaded once per process and slot."""
+    key = (job.storage_url, job.sweep, job.slot)
     with _studies_lock:
         study = _studies.get(key)
         if study is None:
             optuna = import_optuna()
             pruner = job.policy.pruner() if job.policy else optuna.pruners.NopPruner()
-            study = optuna.load_study(study_name=job.sweep, storage=_storage(job.storage_url), pruner=pruner)
+            algorithm = job.algorithm
+            sampler = algorithm.sampler(job.space, job.slot) if isinstance(algorithm, SamplingAlgorithm) else algorithm
+            study = optuna.load_study(study_name=job.sweep, storage=_storage(job.storage_url),
+                                      pruner=pruner, sampler=sampler)
             _studies[key] = study
         return study
 
 
 @flow(name="sweep-trial", persist_result=False, validate_parameters=False, log_prints=True)
-def sweep_trial(sweep: str, number: int, params: dict[str, Any], job: Any = None) -> Any:
+def sweep_trial(sweep: str, number: int, params: dict[str, Any], job: Any = None, trial_id: int = 0) -> Any:
     """One trial of a sweep: train with `params`, report, and tell the study the result.
 
     Ends Completed with the metrics, `Pruned` (a Completed state) with the reason when the
@@ -143,7 +158,7 @@ def sweep_trial(sweep: str, number: int, params: dict[str, Any], job: Any = None
     optuna = import_optuna()
     logger = get_run_logger()
     study = _worker_study(job)
-    trial = optuna.trial.Trial(study, job.trial_id)
+    trial = optuna.trial.Trial(study, trial_id)
     metric = job.objective.primary_metric
     client = job.tracking.client()
     info = flow_run_info()
@@ -209,50 +224,88 @@ def sweep_trial(sweep: str, number: int, params: dict[str, Any], job: Any = None
 _trial_flows: dict[tuple[int, float | None], Any] = {}
 
 
-@task(name="run-trial")
-def run_trial(job: TrialJob) -> dict[str, Any]:
-    """Run one trial's flow on this worker: pin its GPUs, hold a concurrency slot, no heartbeats.
+def _trial_flow(job: SlotJob) -> Any:
+    key = (job.retries, job.timeout_seconds)
+    if key not in _trial_flows:
+        _trial_flows[key] = sweep_trial.with_options(retries=job.retries, timeout_seconds=job.timeout_seconds)
+    return _trial_flows[key]
+
+
+def _run_one(job: SlotJob, study: Any) -> dict[str, Any]:
+    """Ask the study for a configuration, run it as a `sweep-trial` flow run, return the outcome."""
+    optuna = import_optuna()
+    asked = study.ask(job.space.internal())
+    values = job.space.values(asked.params)
+    asked.set_user_attr("params", values)
+    state = _trial_flow(job).with_options(flow_run_name=f"{job.sweep}-trial-{asked.number}")(
+        sweep=job.sweep, number=asked.number, params=values, job=job, trial_id=asked._trial_id,
+        return_state=True)
+    outcome = _outcomes.pop((job.sweep, asked.number), None)
+    if outcome is None or (state.is_failed() or state.is_crashed()) and outcome.get("state") != "FAIL":
+        study.tell(asked.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        outcome = {"number": asked.number, "state": "FAIL", "message": state.message or state.name,
+                   **({k: outcome[k] for k in ("mlflow_run_id", "flow_run_id")} if outcome else {})}
+    outcome["flow_state"] = state.name
+    return outcome
+
+
+@task(name="trial-slot")
+def trial_slot(job: SlotJob) -> list[dict[str, Any]]:
+    """Run trials one after another in one concurrency slot, until the sweep's tickets run out.
+
+    The slot holds one slot of the sweep's Prefect global concurrency limit, its GPUs
+    (`CUDA_VISIBLE_DEVICES`) and no flow-run heartbeats (they cost about a second per flow
+    run on exit; a trial's state changes show it is alive).
 
     Returns:
-        The trial's outcome: state, value or reason, metrics, MLflow run and flow run ids.
+        The outcome of every trial it ran.
     """
+    import distributed
     from prefect.concurrency.sync import concurrency
     from prefect.context import tags
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    optuna = import_optuna()
+    client = distributed.get_client()
+    tickets = distributed.Queue(job.tickets, client=client)
+    stop = distributed.Variable(job.stop_variable, client=client)
     allocator = worker_allocator(os.environ, _gpu_count())
-    ids = allocator.acquire(devices_needed(job.gpus_per_trial))
-    job.gpu_ids = ids
-    params = dict(job.params)
-    key = (job.retries, job.timeout_seconds)
-    if key not in _trial_flows:
-        _trial_flows[key] = sweep_trial.with_options(retries=job.retries, timeout_seconds=job.timeout_seconds)
-    trial_flow = _trial_flows[key]
-    saved = {k: os.environ.get(k) for k in cuda_env(ids)}
+    job.gpu_ids = allocator.acquire(devices_needed(job.gpus_per_trial))
+    saved = {k: os.environ.get(k) for k in cuda_env(job.gpu_ids)}
+    study = _worker_study(job)
+    outcomes: list[dict[str, Any]] = []
     try:
-        os.environ.update(cuda_env(ids))
-        # Heartbeats cost about a second per flow run on exit; a trial's state is its heartbeat.
+        os.environ.update(cuda_env(job.gpu_ids))
         with concurrency(job.concurrency_limit, occupy=1), temporary_settings(
             updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
         ), tags(f"sweep:{job.sweep}"):
-            state = trial_flow.with_options(flow_run_name=f"{job.sweep}-trial-{job.number}")(
-                sweep=job.sweep, number=job.number, params=params, job=job, return_state=True)
+            while True:
+                if job.deadline is not None and time.time() >= job.deadline:
+                    break
+                if stop.get(timeout=5) is not None:
+                    break
+                try:
+                    # qsize first: an empty queue's `get` times out with an error in the scheduler log.
+                    if tickets.qsize() == 0:
+                        break
+                    tickets.get(timeout=1)
+                except (TimeoutError, asyncio.TimeoutError):
+                    break
+                outcome = _run_one(job, study)
+                outcomes.append(outcome)
+                if outcome.get("error") == "metric_not_reported":
+                    stop.set(outcome["message"])
+                    break
+                if outcome["state"] == "COMPLETE" and job.objective.reached(outcome["value"], job.goal_value):
+                    stop.set(f"goal_value {job.goal_value} reached by trial {outcome['number']}")
+                    break
     finally:
-        allocator.release(ids)
+        allocator.release(job.gpu_ids)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    outcome = _outcomes.pop((job.sweep, job.number), None)
-    if outcome is None or (state.is_failed() or state.is_crashed()) and outcome.get("state") != "FAIL":
-        study = _worker_study(job)
-        study.tell(job.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-        outcome = {"number": job.number, "state": "FAIL", "message": state.message or state.name,
-                   **({k: outcome[k] for k in ("mlflow_run_id", "flow_run_id")} if outcome else {})}
-    outcome["flow_state"] = state.name
-    return outcome
+    return outcomes
 
 
 def _gpu_count() -> int:
@@ -527,60 +580,60 @@ def sweep(
         if to_run == 0:
             stop_reason = "nothing left to run: the sweep had already finished its trials"
         status = "FAILED"
-        launched = finished = 0
+        finished = 0
         stopping = goal.reached(best["value"], lim.goal_value) if best else False
         if stopping:
             stop_reason = f"goal_value {lim.goal_value} was reached before"
         try:
             with target.task_runner() as runner:
                 import dask
+                import distributed
 
-                wake = threading.Event()
-                inflight: dict[Any, Any] = {}
-                resources = target.worker_resources()
-                while True:
-                    if deadline is not None and time.time() >= deadline and not stopping:
-                        stopping, stop_reason = True, f"timeout_seconds={lim.timeout_seconds} passed"
-                    while not stopping and launched < to_run and len(inflight) < lim.max_concurrent_trials:
-                        asked = study.ask(space.internal())
-                        values = space.values(asked.params)
-                        asked.set_user_attr("params", values)
-                        job = TrialJob(
-                            sweep=name, number=asked.number, trial_id=asked._trial_id, params=values,
-                            storage_url=url, spec=spec, objective=goal, policy=policy, tracking=tracker,
-                            experiment_id=experiment_id, parent_run_id=parent_run_id,
-                            gpus_per_trial=target.gpus_per_trial, concurrency_limit=concurrency_limit,
-                            deadline=deadline, timeout_seconds=lim.trial_timeout_seconds,
+                token = uuid.uuid4().hex[:12]
+                slots = min(lim.max_concurrent_trials, to_run) if not stopping else 0
+                futures = []
+                if slots:
+                    dask_client = runner.client
+                    tickets = distributed.Queue(f"mltrain-{name}-{token}-tickets", client=dask_client)
+                    stop_var = distributed.Variable(f"mltrain-{name}-{token}-stop", client=dask_client)
+                    stop_var.set(None)
+                    for i in range(to_run):
+                        tickets.put(i)
+                    resources = target.worker_resources()
+                    for slot in range(slots):
+                        job = SlotJob(
+                            sweep=name, slot=slot, storage_url=url, space=space, algorithm=algorithm, spec=spec,
+                            objective=goal, policy=policy, tracking=tracker, experiment_id=experiment_id,
+                            parent_run_id=parent_run_id, gpus_per_trial=target.gpus_per_trial,
+                            concurrency_limit=concurrency_limit, tickets=tickets.name, stop_variable=stop_var.name,
+                            deadline=deadline, goal_value=lim.goal_value, timeout_seconds=lim.trial_timeout_seconds,
                             retries=lim.trial_retries)
                         with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
-                            future = runner.submit(run_trial, parameters={"job": job})
-                        inflight[future.wrapped_future] = future
-                        future.wrapped_future.add_done_callback(lambda _f: wake.set())
-                        launched += 1
-                    if not inflight:
-                        break
-                    wait_for = None if deadline is None or stopping else max(0.05, deadline - time.time())
-                    done = [f for f in inflight if f.done()]
-                    if not done:
-                        wake.wait(wait_for)
-                        wake.clear()
-                        done = [f for f in inflight if f.done()]
-                    for key in done:
-                        outcome = inflight.pop(key).result()
-                        finished += 1
-                        if outcome.get("error") == "metric_not_reported":
-                            raise MetricNotReportedError(outcome["message"])
-                        if outcome["state"] == "COMPLETE" and goal.better(outcome["value"], best.get("value")):
-                            best = {"value": outcome["value"], "number": outcome["number"]}
-                            if goal.reached(outcome["value"], lim.goal_value) and not stopping:
-                                stopping = True
-                                stop_reason = f"goal_value {lim.goal_value} reached by trial {outcome['number']}"
-                        logger.info(
-                            "Trial %d %s%s; best so far: trial %s = %s", outcome["number"], outcome["state"],
-                            f" ({outcome.get('reason') or outcome.get('message')})" if outcome["state"] != "COMPLETE"
-                            else f" {goal.primary_metric}={outcome['value']:.6g}",
-                            best.get("number"), best.get("value"))
-                        update_progress_artifact(progress_id, 100.0 * (done_before + finished) / max(capacity, 1))
+                            futures.append(runner.submit(trial_slot, parameters={"job": job}))
+                    last = -1
+                    while not all(f.wrapped_future.done() for f in futures):
+                        time.sleep(0.5)
+                        n = len(_finished(study)) - done_before
+                        if n != last:
+                            update_progress_artifact(progress_id, 100.0 * (done_before + n) / max(capacity, 1))
+                            last = n
+                outcomes = [o for f in futures for o in f.result()]
+                finished = len(outcomes)
+                update_progress_artifact(progress_id, 100.0 * (done_before + finished) / max(capacity, 1))
+                for outcome in outcomes:
+                    if outcome.get("error") == "metric_not_reported":
+                        raise MetricNotReportedError(outcome["message"])
+                if slots:
+                    reason = stop_var.get(timeout=5)
+                    if reason:
+                        stop_reason = reason
+                    elif deadline is not None and time.time() >= deadline and finished < to_run:
+                        stop_reason = f"timeout_seconds={lim.timeout_seconds} passed"
+                    try:
+                        stop_var.delete()
+                        tickets.close()
+                    except Exception:  # cleaning up scheduler state is best effort
+                        pass
             status = "FINISHED"
         except (KeyboardInterrupt, SystemExit):
             status = "KILLED"

@@ -34,8 +34,27 @@ class SamplingAlgorithm(ABC):
         return math.inf
 
     @abstractmethod
-    def sampler(self, space: SearchSpace) -> Any:
-        """The Optuna sampler."""
+    def sampler(self, space: SearchSpace, worker: int = 0) -> Any:
+        """The Optuna sampler of one asking process.
+
+        Trials are asked by several processes at once (one per concurrent trial slot), each
+        with its own sampler over the shared study; `worker` tells them apart so that seeded
+        samplers do not all draw the same sequence.
+        """
+
+
+def _mix(seed: int | None, *parts: int) -> int | None:
+    """A 32-bit seed derived from `seed` and `parts` (None stays None).
+
+    >>> _mix(1, 2) == _mix(1, 2) != _mix(1, 3)
+    True
+    """
+    if seed is None:
+        return None
+    value = seed & 0xFFFFFFFF
+    for part in parts:
+        value = (value * 1_000_003 + part + 0x9E3779B9) & 0xFFFFFFFF
+    return value
 
 
 @dataclass
@@ -44,13 +63,30 @@ class RandomSampling(SamplingAlgorithm):
 
     name: ClassVar[str] = "random"
 
-    def sampler(self, space: SearchSpace) -> Any:
-        return import_optuna().samplers.RandomSampler(seed=self.seed)
+    def sampler(self, space: SearchSpace, worker: int = 0) -> Any:
+        optuna = import_optuna()
+        if self.seed is None:
+            return optuna.samplers.RandomSampler()
+        seed = self.seed
+
+        class TrialSeededRandomSampler(optuna.samplers.RandomSampler):  # type: ignore[misc]
+            """Seeds each trial from (seed, trial number): reproducible whichever process asks."""
+
+            def sample_independent(self, study: Any, trial: Any, param_name: str, dist: Any) -> Any:
+                names = sorted(space.distributions)
+                index = names.index(param_name) if param_name in names else len(names)
+                return optuna.samplers.RandomSampler(seed=_mix(seed, trial.number, index)).sample_independent(
+                    study, trial, param_name, dist)
+
+        return TrialSeededRandomSampler()
 
 
 @dataclass
 class GridSampling(SamplingAlgorithm):
-    """Every combination of the listed values, once each, in a (seeded) shuffled order."""
+    """Every combination of the listed values, once each, in a (seeded) shuffled order.
+
+    The sampler skips grid points already taken in the study, so concurrent askers share one grid.
+    """
 
     name: ClassVar[str] = "grid"
 
@@ -66,7 +102,7 @@ class GridSampling(SamplingAlgorithm):
     def size(self, space: SearchSpace) -> float:
         return float(math.prod(len(d.grid_values()) for d in space.distributions.values()))
 
-    def sampler(self, space: SearchSpace) -> Any:
+    def sampler(self, space: SearchSpace, worker: int = 0) -> Any:
         grid = {name: d.grid_values() for name, d in space.distributions.items()}
         return import_optuna().samplers.GridSampler(grid, seed=self.seed)
 
@@ -79,20 +115,25 @@ class BayesianSampling(SamplingAlgorithm):
     name: ClassVar[str] = "bayesian"
     adaptive: ClassVar[bool] = True
 
-    def sampler(self, space: SearchSpace) -> Any:
-        # `constant_liar` keeps concurrent trials from being proposed the same point.
+    def sampler(self, space: SearchSpace, worker: int = 0) -> Any:
+        # `constant_liar` keeps concurrent trials from being proposed the same point. Each
+        # asking process gets its own seed, so a seeded sweep is reproducible for a fixed
+        # `max_concurrent_trials` only as far as trial timing allows (as in Optuna).
         return import_optuna().samplers.TPESampler(
-            seed=self.seed, n_startup_trials=self.n_startup_trials, constant_liar=True
+            seed=_mix(self.seed, worker), n_startup_trials=self.n_startup_trials, constant_liar=True
         )
 
 
 @dataclass
 class SobolSampling(SamplingAlgorithm):
-    """A scrambled Sobol sequence: quasi-random points that cover the space evenly."""
+    """A scrambled Sobol sequence: quasi-random points that cover the space evenly.
+
+    The sequence position is kept in the study, so concurrent askers continue one sequence.
+    """
 
     name: ClassVar[str] = "sobol"
 
-    def sampler(self, space: SearchSpace) -> Any:
+    def sampler(self, space: SearchSpace, worker: int = 0) -> Any:
         import warnings
 
         optuna = import_optuna()
