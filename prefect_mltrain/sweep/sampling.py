@@ -103,8 +103,17 @@ class GridSampling(SamplingAlgorithm):
         return float(math.prod(len(d.grid_values()) for d in space.distributions.values()))
 
     def sampler(self, space: SearchSpace, worker: int = 0) -> Any:
+        optuna = import_optuna()
         grid = {name: d.grid_values() for name, d in space.distributions.items()}
-        return import_optuna().samplers.GridSampler(grid, seed=self.seed)
+
+        class AskTellGridSampler(optuna.samplers.GridSampler):  # type: ignore[misc]
+            """GridSampler without `study.stop()` on exhaustion, which only works inside
+            `study.optimize`; the sweep stops by itself after `size()` trials."""
+
+            def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+                return None
+
+        return AskTellGridSampler(grid, seed=self.seed)
 
 
 @dataclass
