@@ -18,16 +18,14 @@ def _trial_runs(client, name):
     return [r for r in runs if r.name.startswith(f"{name}-trial-")]
 
 
-def _artifacts(key_like):
-    """Artifacts whose key contains `key_like` (the sync client's filter call sends invalid defaults)."""
+def _artifact(key):
+    """The latest artifact with `key`, from the Prefect API."""
     import httpx
     from prefect.settings import PREFECT_API_URL
 
-    body = {"artifacts": {"key": {"like_": key_like}}, "sort": "CREATED_DESC", "offset": 0, "limit": 50,
-            "flow_runs": {}, "task_runs": {}}
-    response = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", json=body, timeout=30)
+    response = httpx.get(f"{PREFECT_API_URL.value()}/artifacts/{key}/latest", timeout=30)
     response.raise_for_status()
-    return {a["key"]: a for a in response.json()}
+    return response.json()
 
 
 def _mlflow_runs(result, **filters):
@@ -70,11 +68,9 @@ def test_trials_are_subflows_tracked_in_mlflow_with_artifacts(compute, unique_na
     assert "charts/objective_over_trials.png" in charts and "charts/parallel_coordinates.png" in charts
 
     # Prefect artifacts: progress, leaderboard, charts.
-    arts = _artifacts(unique_name)
-    assert {f"{unique_name}-progress", f"{unique_name}-leaderboard", f"{unique_name}-charts"} <= set(arts)
-    assert arts[f"{unique_name}-progress"]["data"] == 100.0
-    assert "Parallel coordinates" in arts[f"{unique_name}-charts"]["data"]
-    assert "mlflow_run_id" in str(arts[f"{unique_name}-leaderboard"]["data"])
+    assert _artifact(f"{unique_name}-progress")["data"] == 100.0
+    assert "Parallel coordinates" in _artifact(f"{unique_name}-charts")["data"]
+    assert "mlflow_run_id" in str(_artifact(f"{unique_name}-leaderboard")["data"])
 
     # max_concurrent_trials is a Prefect global concurrency limit, visible in the UI.
     assert prefect_client.read_global_concurrency_limit_by_name(f"mltrain-sweep-{unique_name}").limit == 2
@@ -104,7 +100,7 @@ def test_early_termination_stops_trials_visibly_with_the_reason(compute, unique_
         assert child.data.tags["mltrain.stopped_reason"] == row["stopped_reason"]
         # stopped early: fewer than 4 epochs were run
         assert len(client.get_metric_history(child.info.run_id, "score")) < 5
-    decisions = _artifacts(f"{unique_name}-early-termination")[f"{unique_name}-early-termination"]
+    decisions = _artifact(f"{unique_name}-early-termination")
     assert "bandit" in str(decisions["data"])
 
 
