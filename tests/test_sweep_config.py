@@ -57,3 +57,36 @@ def test_objective_helpers():
     o = Objective("loss", "minimize")
     o.check()
     assert o.better(0.1, 0.2) and o.reached(0.05, 0.1) and not o.reached(0.2, 0.1)
+
+
+DEPLOYMENT_PARAMETERS = {
+    "name": "iris-logreg",
+    "trial": {"type": "sklearn", "estimator": "sklearn.linear_model.LogisticRegression", "dataset": "iris",
+              "params": {"max_iter": 500}, "log_model": True},
+    "search_space": {"C": {"type": "loguniform", "low": 0.001, "high": 100.0},
+                     "fit_intercept": {"type": "choice", "values": [True, False]}},
+    "objective": {"primary_metric": "accuracy", "goal": "maximize"},
+    "sampling_algorithm": "random",
+    "limits": {"max_total_trials": 20, "max_concurrent_trials": 2, "timeout_seconds": 1800},
+    "early_termination": {"type": "median_stopping", "evaluation_interval": 1, "delay_evaluation": 2},
+    "seed": 0,
+    "register_best_model_as": "iris-logreg-best",
+}
+
+
+def test_deployment_parameters_validate_like_a_deployment_run():
+    """What `prefect deployment run` / the UI sends: JSON parameters, checked by the flow's schema."""
+    from prefect.utilities.callables import parameter_schema
+
+    from prefect_mltrain.flows import sweep
+
+    schema = parameter_schema(sweep.fn)
+    assert {"trial", "search_space", "objective", "limits", "early_termination"} <= set(schema.properties)
+    validated = sweep.validate_parameters(DEPLOYMENT_PARAMETERS)
+    spec, space, goal, algorithm, limits, policy, name = check_sweep(
+        validated["trial"], validated["search_space"], validated["objective"], validated["sampling_algorithm"],
+        validated["limits"], validated["early_termination"], validated["seed"], validated["name"],
+        validated["register_best_model_as"])
+    assert spec.model_artifact == "model" and goal.primary_metric == "accuracy"
+    assert limits.max_concurrent_trials == 2 and policy.type == "median_stopping" and name == "iris-logreg"
+    assert space.to_dict()["fit_intercept"]["values"] == [True, False]
