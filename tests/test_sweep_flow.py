@@ -204,3 +204,24 @@ def test_sklearn_trial_and_register_best_model(compute, unique_name):
     entry = RegisteredModel.load(unique_name)
     assert entry.mlflow_run_id == result.best_mlflow_run_id
     assert entry.metrics["accuracy"] == result.best_value
+
+
+def test_command_trial_gets_search_space_values_as_arguments(compute, unique_name, tmp_path):
+    from prefect_mltrain.flows import sweep
+    from prefect_mltrain.sweep import CommandTrial
+
+    (tmp_path / "train.py").write_text(
+        "import argparse, mlflow\n"
+        "p = argparse.ArgumentParser(); p.add_argument('--lr', type=float); p.add_argument('--depth', type=int)\n"
+        "a = p.parse_args()\n"
+        "for epoch in (1, 2):\n"
+        "    mlflow.log_metric('score', a.lr * a.depth * epoch, step=epoch)\n")
+    result = sweep(
+        trial=CommandTrial(script="train.py", source_directory=str(tmp_path),
+                           arguments=["--lr", "${{search_space.lr}}", "--depth", "${{search_space.depth}}"],
+                           poll_seconds=0.2),
+        search_space={"lr": choice([0.1, 0.2]), "depth": choice([3])}, objective=Objective("score"),
+        sampling_algorithm="grid", limits=Limits(max_total_trials=2, max_concurrent_trials=2),
+        name=unique_name, compute=compute)
+    assert result.best_params == {"lr": 0.2, "depth": 3}
+    assert result.best_value == pytest.approx(0.2 * 3 * 2)
