@@ -513,6 +513,22 @@ def sweep(
 
     Returns:
         The best trial, every trial's row, the MLflow parent run and the registered model.
+
+    Example:
+        ```python
+        from prefect_mltrain.flows import sweep
+        from prefect_mltrain.sweep import BanditPolicy, Limits, Objective, SklearnTrial, choice, loguniform
+
+        result = sweep(
+            trial=SklearnTrial(estimator="sklearn.svm.SVC", dataset="digits", log_model=True),
+            search_space={"C": loguniform.between(1e-2, 1e2), "kernel": choice(["rbf", "linear"])},
+            objective=Objective("accuracy", "maximize"),
+            sampling_algorithm="random", seed=0,
+            limits=Limits(max_total_trials=20, max_concurrent_trials=2, timeout_seconds=1800),
+            name="digits-svc", register_best_model_as="digits-svc",
+        )
+        print(result.best_value, result.best_params, result.model_block)
+        ```
     """
     from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
     from prefect.client.orchestration import get_client
