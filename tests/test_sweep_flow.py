@@ -225,3 +225,23 @@ def test_command_trial_gets_search_space_values_as_arguments(compute, unique_nam
         name=unique_name, compute=compute)
     assert result.best_params == {"lr": 0.2, "depth": 3}
     assert result.best_value == pytest.approx(0.2 * 3 * 2)
+
+
+def test_goal_value_and_timeout_stop_the_sweep(compute, unique_name, prefect_client):
+    from prefect_mltrain.flows import sweep
+
+    # Every trivial score is >= -0.49, so the first trial reaches the goal and no more start.
+    reached = sweep(trial=FunctionTrial(examples.trivial), search_space={"x": uniform(0, 1)},
+                    objective=Objective("score"), name=f"{unique_name}-goal", compute=compute,
+                    limits=Limits(max_total_trials=5, max_concurrent_trials=1, goal_value=-0.5))
+    assert "goal_value -0.5 reached by trial 0" in reached.stop_reason
+    assert len(_trial_runs(prefect_client, f"{unique_name}-goal")) == 1
+
+    # An 8 s sweep timeout stops a running 20 s trial at its next report, visibly.
+    timed = sweep(trial=FunctionTrial(examples.quadratic),
+                  search_space={"x": uniform(0, 1), "epochs": choice([200]), "epoch_seconds": choice([0.1])},
+                  objective=Objective("score"), name=f"{unique_name}-timeout", compute=compute,
+                  limits=Limits(max_total_trials=3, max_concurrent_trials=1, timeout_seconds=8))
+    assert "timeout_seconds=8" in timed.stop_reason
+    (run,) = _trial_runs(prefect_client, f"{unique_name}-timeout")
+    assert run.state.name == "Pruned" and "timeout" in run.state.message
