@@ -1,8 +1,19 @@
 """Flows: every one is deployable and usable as a subflow."""
 
+from prefect_mltrain.flows.sweep import SweepResult, sweep
 from prefect_mltrain.flows.train_job import JobResult, train_job
 from prefect_mltrain.flows.run_job_file import run_job_file
 from prefect_mltrain.flows.serve_model import serve_model, stop_model_server
 from prefect_mltrain.flows.train_sklearn import FitResult, train_sklearn
 
-__all__ = ["FitResult", "JobResult", "run_job_file", "serve_model", "stop_model_server", "train_job", "train_sklearn"]
+__all__ = [
+    "FitResult",
+    "JobResult",
+    "SweepResult",
+    "run_job_file",
+    "serve_model",
+    "stop_model_server",
+    "sweep",
+    "train_job",
+    "train_sklearn",
+]

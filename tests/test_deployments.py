@@ -34,9 +34,20 @@ def deployed():
 
 def test_every_deployment_is_created(deployed, prefect_client):
     names = {f"{d.name}" for d in prefect_client.read_deployments()}
-    assert {"iris", "example-job", "example", "iris-classifier", "nightly-iris", "train-job-docker"} <= names
+    assert {"iris", "example-job", "example", "iris-classifier", "iris-logreg", "nightly-iris", "train-job-docker"} <= names
     nightly = next(d for d in prefect_client.read_deployments() if d.name == "nightly-iris")
     assert nightly.schedules and nightly.schedules[0].schedule.cron == "0 2 * * *"
+
+
+def test_sweep_deployment_runs_from_the_cli(deployed):
+    out = _prefect("deployment", "run", "sweep/iris-logreg", "--params",
+                   json.dumps({"name": "deploy-sweep", "limits": {"max_total_trials": 2, "max_concurrent_trials": 1},
+                               "register_best_model_as": "deploy-sweep-best"}),
+                   "--watch", "--watch-timeout", "300")
+    assert "Completed" in out
+    from prefect_mltrain.blocks import RegisteredModel
+
+    assert RegisteredModel.load("deploy-sweep-best").metrics["accuracy"] > 0.8
 
 
 def test_job_file_deployment_runs(deployed):

@@ -1,0 +1,385 @@
+"""What one trial runs: a small interface that any trainer plugs into.
+
+A `TrialSpec` gets the trial's hyperparameters and a `TrialContext`, trains, reports
+intermediate values with `context.report(...)` (where the early-termination policy may stop
+it) and returns its final metrics. Built-ins:
+
+- `FunctionTrial`: your function or Prefect flow, `fn(params)` or `fn(params, context)`.
+- `SklearnTrial`: the built-in scikit-learn fit (as in `train_sklearn`).
+- `CommandTrial`: a command job (as in `train_job`) with `${{search_space.x}}` placeholders.
+
+A PyTorch trainer plugs in the same way: subclass `TrialSpec`, train in `run`, call
+`context.report({"val_loss": ...}, step=epoch)` each epoch, and log the model to
+`context.mlflow_run_id` under `model_artifact` so the best trial can be registered.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import re
+import subprocess
+import tempfile
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from prefect_mltrain.errors import ConfigurationError, JobFailedError
+from prefect_mltrain.sweep.space import SearchSpace
+
+
+class TrialStopped(Exception):
+    """Raised by `TrialContext.report` when the trial must stop; carries the reason."""
+
+    def __init__(self, reason: str, step: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.step = step
+
+
+class TrialContext:
+    """What a running trial can see and do: its number, params, MLflow run, GPUs, and `report`."""
+
+    def __init__(
+        self,
+        number: int,
+        params: dict[str, Any],
+        primary_metric: str,
+        mlflow_run_id: str | None = None,
+        mlflow_env: dict[str, str] | None = None,
+        gpu_ids: list[str] | None = None,
+        on_report: Callable[[dict[str, float], int], None] | None = None,
+    ) -> None:
+        self.number = number
+        self.params = params
+        self.primary_metric = primary_metric
+        self.mlflow_run_id = mlflow_run_id
+        self.mlflow_env = dict(mlflow_env or {})
+        self.gpu_ids = list(gpu_ids or [])
+        self._on_report = on_report
+        self._step = 0
+        self.reported: dict[str, float] = {}
+
+    def report(self, metrics: Mapping[str, float] | float, step: int | None = None) -> None:
+        """Report intermediate metrics of this trial at `step` (1, 2, ... when not given).
+
+        A bare number is the primary metric. The values are logged to the trial's MLflow run
+        and, when they include the primary metric, given to the early-termination policy.
+
+        Raises:
+            TrialStopped: The policy (or the sweep's timeout) stopped the trial. Let it
+                propagate: the trial then ends in the `Pruned` state with the reason.
+        """
+        values = {self.primary_metric: float(metrics)} if isinstance(metrics, (int, float)) else {
+            str(k): float(v) for k, v in metrics.items()}
+        self._step = int(step) if step is not None else self._step + 1
+        self.reported.update(values)
+        if self._on_report is not None:
+            self._on_report(values, self._step)
+
+
+class TrialSpec(ABC):
+    """One trial's training. Subclasses are plain, picklable stores of their configuration."""
+
+    type: ClassVar[str]
+    #: Artifact path in the trial's MLflow run that holds the model (for registering the best).
+    model_artifact: str | None = None
+    framework: str = "unknown"
+
+    def check(self, space: SearchSpace) -> None:
+        """Raise `ConfigurationError` when the trial cannot use `space` (before compute starts)."""
+
+    @abstractmethod
+    def run(self, params: dict[str, Any], context: TrialContext) -> Mapping[str, float]:
+        """Train with `params`; return the final metrics."""
+
+    def describe(self) -> str:
+        """One line that says what the trial runs."""
+        return self.type
+
+
+@dataclass
+class FunctionTrial(TrialSpec):
+    """Your function or Prefect flow: `fn(params)` or `fn(params, context)` returning metrics.
+
+    A Prefect flow runs its body (`flow.fn`) as the trial's flow run. A returned number is the
+    primary metric. Set `model_artifact` if the function logs a model to
+    `context.mlflow_run_id` and the best one should be registrable.
+    """
+
+    fn: Callable[..., Any]
+    model_artifact: str | None = None
+    framework: str = "unknown"
+    type: ClassVar[str] = "function"
+
+    def _callable(self) -> Callable[..., Any]:
+        return getattr(self.fn, "fn", self.fn)  # a prefect Flow's body
+
+    def check(self, space: SearchSpace) -> None:
+        fn = self._callable()
+        if not callable(fn):
+            raise ConfigurationError(f"`trial` must be callable, but got {self.fn!r}.")
+        try:
+            positional = [p for p in inspect.signature(fn).parameters.values()
+                          if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+        except (TypeError, ValueError):
+            return
+        if not positional:
+            raise ConfigurationError(
+                f"`trial` {getattr(fn, '__name__', fn)!r} must take the params dict as its first "
+                f"argument, e.g. `def trial(params, context): ...`, but it takes none."
+            )
+
+    def run(self, params: dict[str, Any], context: TrialContext) -> Mapping[str, float]:
+        fn = self._callable()
+        try:
+            takes_context = len([p for p in inspect.signature(fn).parameters.values()
+                                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) >= 2
+        except (TypeError, ValueError):
+            takes_context = False
+        out = fn(params, context) if takes_context else fn(params)
+        if isinstance(out, (int, float)) and not isinstance(out, bool):
+            return {context.primary_metric: float(out)}
+        if out is None:
+            return dict(context.reported)
+        if not isinstance(out, Mapping):
+            raise ConfigurationError(
+                f"A trial function must return a dict of metrics or a number, but "
+                f"{getattr(fn, '__name__', fn)!r} returned {type(out).__name__}: {out!r}."
+            )
+        return {str(k): float(v) for k, v in out.items()}
+
+    def describe(self) -> str:
+        fn = self._callable()
+        return f"function {getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)}"
+
+
+@dataclass
+class SklearnTrial(TrialSpec):
+    """The built-in scikit-learn fit: the search space names the estimator's parameters."""
+
+    estimator: str = "sklearn.linear_model.LogisticRegression"
+    dataset: str = "iris"
+    params: dict[str, Any] = field(default_factory=dict)
+    target_column: str | None = None
+    test_size: float = 0.25
+    random_state: int = 0
+    log_model: bool = False
+    type: ClassVar[str] = "sklearn"
+    framework: str = "sklearn"
+
+    @property
+    def model_artifact(self) -> str | None:  # type: ignore[override]
+        return "model" if self.log_model else None
+
+    def check(self, space: SearchSpace) -> None:
+        from prefect_mltrain.tasks.sklearn import BUNDLED_DATASETS, load_dataset, make_estimator
+
+        model = make_estimator(self.estimator, self.params)
+        unknown = sorted(set(space) - set(model.get_params()))
+        if unknown:
+            raise ConfigurationError(
+                f"`search_space` has {unknown}, which {self.estimator} does not take. Valid: "
+                f"{sorted(model.get_params())}."
+            )
+        if not 0 < self.test_size < 1:
+            raise ConfigurationError(f"`test_size` must lie in (0, 1), but got test_size={self.test_size!r}.")
+        if self.dataset not in BUNDLED_DATASETS:
+            load_dataset(self.dataset, self.target_column)
+
+    def run(self, params: dict[str, Any], context: TrialContext) -> Mapping[str, float]:
+        from sklearn.base import is_classifier
+        from sklearn.model_selection import train_test_split
+
+        from prefect_mltrain.tasks.sklearn import load_dataset, make_estimator, score
+
+        data = load_dataset(self.dataset, self.target_column)
+        model = make_estimator(self.estimator, {**self.params, **params})
+        stratify = data.y if is_classifier(model) else None
+        X_train, X_test, y_train, y_test = train_test_split(
+            data.X, data.y, test_size=self.test_size, random_state=self.random_state, stratify=stratify)
+        started = time.perf_counter()
+        model.fit(X_train, y_train)
+        metrics = {**score(model, X_test, y_test), "fit_seconds": time.perf_counter() - started}
+        if self.log_model and context.mlflow_run_id:
+            import mlflow.sklearn
+            from mlflow import MlflowClient
+
+            client = MlflowClient(tracking_uri=context.mlflow_env.get("MLFLOW_TRACKING_URI"))
+            with tempfile.TemporaryDirectory() as tmp:
+                mlflow.sklearn.save_model(model, Path(tmp) / "model")
+                client.log_artifacts(context.mlflow_run_id, str(Path(tmp) / "model"), "model")
+        return metrics
+
+    def describe(self) -> str:
+        return f"sklearn {self.estimator} on {self.dataset}"
+
+
+_PLACEHOLDER = re.compile(r"\$\{\{\s*search_space\.([A-Za-z_][A-Za-z0-9_.\-]*)\s*\}\}")
+
+
+def substitute(text: str, params: Mapping[str, Any]) -> str:
+    """Replace Azure's `${{search_space.x}}` placeholders with the trial's values.
+
+    >>> substitute("--lr ${{search_space.lr}}", {"lr": 0.1})
+    '--lr 0.1'
+    """
+    return _PLACEHOLDER.sub(lambda m: str(params[m.group(1)]), text)
+
+
+@dataclass
+class CommandTrial(TrialSpec):
+    """A command job: `command` or `python script` with `arguments`, placeholders filled in.
+
+    The command runs in `source_directory` with `MLFLOW_TRACKING_URI`/`MLFLOW_RUN_ID` of the
+    trial's child run, so `mlflow.log_metric(...)` in the script lands there. While it runs,
+    new values of the primary metric are read back about once a second and given to the
+    early-termination policy; a stopped trial's process group is killed.
+    """
+
+    command: str | None = None
+    script: str | None = None
+    arguments: list[Any] = field(default_factory=list)
+    source_directory: str = "."
+    environment_variables: dict[str, str] = field(default_factory=dict)
+    model_path: str | None = None
+    poll_seconds: float = 1.0
+    type: ClassVar[str] = "command"
+    framework: str = "unknown"
+
+    @property
+    def model_artifact(self) -> str | None:  # type: ignore[override]
+        return self.model_path
+
+    def _texts(self) -> list[str]:
+        return [t for t in [self.command, self.script, *map(str, self.arguments)] if t]
+
+    def check(self, space: SearchSpace) -> None:
+        if (self.command is None) == (self.script is None):
+            raise ConfigurationError(
+                "A command trial takes exactly one of `command` or `script`, but got "
+                f"command={self.command!r}, script={self.script!r}."
+            )
+        if not Path(self.source_directory).expanduser().is_dir():
+            raise ConfigurationError(
+                f"`source_directory`={self.source_directory!r} is not a directory. Fix: give the "
+                f"folder that holds your training script."
+            )
+        used = {m for t in self._texts() for m in _PLACEHOLDER.findall(t)}
+        missing = sorted(used - set(space))
+        if missing:
+            raise ConfigurationError(
+                f"The command refers to ${{{{search_space.<name>}}}} for {missing}, which the search "
+                f"space does not define (it has {sorted(space)}). Fix: add them or correct the names."
+            )
+        unused = sorted(set(space) - used)
+        if unused:
+            raise ConfigurationError(
+                f"The search space has {unused}, but the command never uses them, so every trial "
+                f"would ignore them. Fix: pass them, e.g. `--{unused[0]} ${{{{search_space.{unused[0]}}}}}`."
+            )
+
+    def argv(self, params: Mapping[str, Any]) -> list[str]:
+        """The command line of a trial with `params`."""
+        import shlex
+        import sys
+
+        args = [substitute(str(a), params) for a in self.arguments]
+        if self.script is not None:
+            return [sys.executable, substitute(self.script, params), *args]
+        return ["/bin/sh", "-c", " ".join([substitute(self.command or "", params), *map(shlex.quote, args)])]
+
+    def run(self, params: dict[str, Any], context: TrialContext) -> Mapping[str, float]:
+        from mlflow import MlflowClient
+
+        from prefect_mltrain.process import _kill_group
+
+        env = {**os.environ, **self.environment_variables, **context.mlflow_env, "PYTHONUNBUFFERED": "1"}
+        if context.gpu_ids:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(context.gpu_ids)
+        client = MlflowClient(tracking_uri=context.mlflow_env.get("MLFLOW_TRACKING_URI"))
+        run_id = context.mlflow_run_id or ""
+        tail: list[str] = []
+        proc = subprocess.Popen(self.argv(params), cwd=Path(self.source_directory).expanduser(), env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True, errors="replace")
+
+        def pump() -> None:
+            for line in proc.stdout or []:
+                tail.append(line.rstrip("\n"))
+                del tail[:-40]
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        seen = 0
+        try:
+            while True:
+                done = proc.poll() is not None
+                if run_id:
+                    history = client.get_metric_history(run_id, context.primary_metric)
+                    for m in sorted(history, key=lambda m: m.step)[seen:]:
+                        context.report({context.primary_metric: m.value}, step=m.step or None)
+                    seen = max(seen, len(history))
+                if done:
+                    break
+                time.sleep(self.poll_seconds)
+        except BaseException:
+            _kill_group(proc)
+            raise
+        reader.join(timeout=5)
+        if proc.returncode != 0:
+            raise JobFailedError(
+                f"The trial's command exited with code {proc.returncode}. Last output:\n" + "\n".join(tail),
+                exit_code=proc.returncode, stderr_tail="\n".join(tail))
+        if not run_id:
+            return dict(context.reported)
+        return dict(client.get_run(run_id).data.metrics)
+
+    def describe(self) -> str:
+        return f"command {' '.join(self._texts())}"
+
+
+TRIALS: dict[str, type[TrialSpec]] = {c.type: c for c in (CommandTrial, FunctionTrial, SklearnTrial)}
+
+
+def trial_spec(value: Any) -> TrialSpec:
+    """Resolve `trial`: a `TrialSpec`, a function or Prefect flow, or a dict (for deployments).
+
+    Dicts: `{"type": "sklearn", "estimator": ..., "dataset": ...}`, `{"type": "command",
+    "command": ..., "source_directory": ...}`, or `{"type": "function", "entrypoint":
+    "package.module:function"}`.
+
+    Raises:
+        ConfigurationError: The value is none of those; the valid types are listed.
+    """
+    if isinstance(value, TrialSpec):
+        return value
+    if isinstance(value, Mapping):
+        kind = value.get("type")
+        args = {k: v for k, v in value.items() if k != "type"}
+        if kind == "function":
+            entry = str(args.pop("entrypoint", ""))
+            module, _, name = entry.partition(":")
+            try:
+                fn = getattr(importlib.import_module(module), name)
+            except (ImportError, AttributeError, ValueError):
+                raise ConfigurationError(
+                    f"`trial.entrypoint`={entry!r} cannot be imported. Fix: give 'package.module:function'."
+                ) from None
+            return FunctionTrial(fn, **args)
+        if kind not in TRIALS:
+            raise ConfigurationError(f"`trial`: unknown type {kind!r}. Valid types: {sorted(TRIALS)}.")
+        try:
+            return TRIALS[kind](**args)
+        except TypeError as exc:
+            raise ConfigurationError(f"`trial`: {kind} does not take {sorted(args)} ({exc}).") from None
+    if callable(value):
+        return FunctionTrial(value)
+    raise ConfigurationError(
+        f"`trial` must be a TrialSpec, a function, a Prefect flow or a dict with a `type` of "
+        f"{sorted(TRIALS)}, but got {type(value).__name__}: {value!r}."
+    )
