@@ -72,7 +72,7 @@ def learning_rate_at(step: int, base_lr: float, warmup_iters: int, total_iters: 
     >>> learning_rate_at(0, 0.1, warmup_iters=10, total_iters=100)
     0.01
     >>> round(learning_rate_at(55, 0.1, warmup_iters=10, total_iters=100), 4)
-    0.0535
+    0.0536
     >>> learning_rate_at(0, 0.1, warmup_iters=0, total_iters=100)
     0.1
     """
