@@ -15,13 +15,16 @@ torch is imported inside the functions, on the worker.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import math
 import os
 import random
 import socket
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -196,6 +199,34 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
 
 
+# glibc `mallopt` parameters. Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also
+# fixes the mmap threshold at 128 KiB: every activation and gradient buffer is then mmapped and
+# unmapped again, measured here at about 0.6-0.75x the throughput of a plain process on CPU.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_TRAINING_MALLOC = {_M_MMAP_THRESHOLD: 32 * 2**20, _M_TRIM_THRESHOLD: 64 * 2**20}
+_DASK_MALLOC = {_M_MMAP_THRESHOLD: 128 * 2**10, _M_TRIM_THRESHOLD: 65536}
+
+
+@contextlib.contextmanager
+def _training_malloc() -> Iterator[None]:
+    """Keep tensor buffers on the heap while training in a Dask worker; Dask's settings after."""
+    libc = None
+    if sys.platform.startswith("linux") and os.environ.get("MALLOC_TRIM_THRESHOLD_"):
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+        except OSError:  # not glibc (e.g. musl): nothing to tune
+            libc = None
+    if libc is not None:
+        for param, value in _TRAINING_MALLOC.items():
+            libc.mallopt(param, value)
+    try:
+        yield
+    finally:
+        if libc is not None:
+            for param, value in _DASK_MALLOC.items():
+                libc.mallopt(param, value)
+
+
 def _mlflow_client(config: TrainConfig) -> Any:
     if not (config.tracking_uri and config.mlflow_run_id):
         return None
@@ -217,6 +248,12 @@ def train_process(config: TrainConfig, rank: int = 0, world_size: int = 1, local
         `history` (metrics per epoch), `epochs_trained` (this attempt), `resumed_from_epoch`,
         `stopped_early`, `model_dir`, `device`, `world_size`.
     """
+    with _training_malloc():
+        return _train(config, rank, world_size, local_rank, master_addr, master_port, report)
+
+
+def _train(config: TrainConfig, rank: int, world_size: int, local_rank: int, master_addr: str | None,
+           master_port: int | None, report: Reporter | None) -> dict[str, Any]:
     import torch
     import torch.distributed as dist
     from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
@@ -240,8 +277,8 @@ def train_process(config: TrainConfig, rank: int = 0, world_size: int = 1, local
             backend = "nccl" if device.type == "cuda" else "gloo"
             if device.type == "cuda":
                 torch.cuda.set_device(device)
-            log.info("Joining process group: backend=%s rank=%d/%d local_rank=%d master=%s:%s",
-                     backend, rank, world_size, local_rank, master_addr, master_port)
+            log.info("Joining process group: backend=%s rank=%d/%d local_rank=%d master=%s:%s pid=%d",
+                     backend, rank, world_size, local_rank, master_addr, master_port, os.getpid())
             dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world_size,
                                     timeout=timedelta(seconds=config.dist_timeout))
         _seed_everything(config.random_seed)
@@ -520,7 +557,9 @@ def run_distributed(runner: Any, config: TrainConfig, nodes: int, processes_per_
         if all(done):
             break
         if deadline is None and any(d and not futures[i].state.is_completed() for i, d in enumerate(done)):
-            deadline = time.monotonic() + config.dist_timeout + 30
+            # The others fail within the process group's timeout; a rank that has not by then
+            # is stuck (e.g. restricted to a worker that died) and is cancelled.
+            deadline = time.monotonic() + config.dist_timeout + 10
         if deadline is not None and time.monotonic() > deadline:
             for i, f in enumerate(futures):
                 if not done[i]:

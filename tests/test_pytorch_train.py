@@ -48,6 +48,14 @@ def test_single_process_logs_every_epoch_and_registers(images, compute, unique_n
     logs = flow_run_logs(str(state.state_details.flow_run_id), expect="epoch 2/2")
     assert any("Initial weights from" in m and "fc.weight" in m for m in logs)
     assert any("epoch 1 iter 2/4" in m for m in logs)  # print_frequency=2, 16 images / batch 4
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        charts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["pytorch-training-metrics"]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    assert charts and "top1_accuracy" in str(max(charts, key=lambda a: a.created).data)
     entry = RegisteredModel.load(unique_name)
     assert entry.framework == "torchvision" and entry.metrics["val_loss"] == result.metrics["val_loss"]
     classifier = entry.load_model()
@@ -115,3 +123,44 @@ def test_device_selection_by_patching(monkeypatch):
     assert select_device(torch.cuda.is_available(), torch.cuda.device_count(), 3, None) == "cuda:1"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert select_device(torch.cuda.is_available(), 2, 0, "0") == "cpu"
+
+
+def test_a_dying_worker_fails_the_run_clearly_without_hanging(images, tmp_path):
+    """SIGKILL rank 1's Dask worker mid-run: rank 0's collective fails and the run stops, naming both."""
+    import os
+    import re
+    import signal
+    import threading
+    import time
+
+    from prefect_mltrain.blocks import DaskCompute
+
+    # Its own cluster: the shared one must keep its workers for the other tests.
+    doomed = DaskCompute(cluster_class="distributed.LocalCluster", cluster_kwargs={
+        "n_workers": 2, "threads_per_worker": 1, "processes": True, "name": "doomed"})
+    log = tmp_path / "logs" / "rank_1.log"
+    killed = []
+
+    def kill_rank_1() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            text = log.read_text() if log.exists() else ""
+            if "epoch 1/" in text:
+                pid = int(re.search(r"pid=(\d+)", text).group(1))
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_rank_1, daemon=True)
+    killer.start()
+    started = time.monotonic()
+    with pytest.raises(DistributedTrainingError) as failure:
+        train_pytorch_model(*images, **TINY, epochs=30, processes_per_node=2, dist_timeout=10,
+                            checkpoint_dir=str(tmp_path), compute=doomed)
+    assert killed, "rank 1 was never seen training"
+    message = str(failure.value)
+    assert "Distributed training with 2 ranks failed" in message and "rank 0 on" in message
+    assert "rank 1 on" in message and "Per-rank logs" in message
+    assert time.monotonic() - started < 120
+    assert (tmp_path / "checkpoint.pt").exists()  # a retry resumes from here
