@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the bare loop")
+    parser.add_argument("--repeats", type=int, default=2, help="rounds of bare / flow / DDP, interleaved")
     args = parser.parse_args()
     from _stack import local_stack
 
@@ -88,16 +90,19 @@ def main() -> None:
             return [m.value for m in sorted(history, key=lambda m: m.step)]
 
         classes = ("blue", "red")
-        bare = bare_loop(train, classes, args.model, args.size, args.batch_size, args.epochs)
-        single = flow_rates()
-        ddp = flow_rates(processes_per_node=2)
-        rows = {"bare loop": bare, "flow, 1 process": single, "flow, DDP 2 ranks (gloo)": ddp}
+        rows: dict[str, list[list[float]]] = {"bare loop": [], "flow, 1 process": [], "flow, DDP 2 ranks (gloo)": []}
+        # Interleaved rounds, so load from other processes on the machine hits all three alike.
+        for _ in range(args.repeats):
+            rows["bare loop"].append(bare_loop(train, classes, args.model, args.size, args.batch_size, args.epochs))
+            rows["flow, 1 process"].append(flow_rates())
+            rows["flow, DDP 2 ranks (gloo)"].append(flow_rates(processes_per_node=2))
         print(f"{args.model} {args.size}px, {2 * args.images} training images, batch {args.batch_size}, "
-              f"{args.epochs} epochs (epoch 1 = warm-up, median of the rest), torch {torch.__version__}")
+              f"{args.epochs} epochs x {args.repeats} rounds (epoch 1 of each = warm-up, median of the rest), "
+              f"torch {torch.__version__}, {os.cpu_count()} CPUs")
         median = {}
-        for name, rates in rows.items():
-            median[name] = statistics.median(rates[1:] or rates)
-            print(f"  {name:<26} {median[name]:8.1f} img/s   per epoch: {[round(r, 1) for r in rates]}")
+        for name, rounds in rows.items():
+            median[name] = statistics.median(r for rates in rounds for r in (rates[1:] or rates))
+            print(f"  {name:<26} {median[name]:8.1f} img/s   per epoch: {[[round(r, 1) for r in x] for x in rounds]}")
         print(f"flow / bare loop (1 process): {median['flow, 1 process'] / median['bare loop']:.3f}  (target >= 0.97)")
         print(f"DDP scaling efficiency (2 ranks): "
               f"{median['flow, DDP 2 ranks (gloo)'] / (2 * median['flow, 1 process']):.3f}")
