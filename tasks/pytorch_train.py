@@ -391,26 +391,36 @@ def _train(config: TrainConfig, rank: int, world_size: int, local_rank: int, mas
             state["epoch"] = epoch
             trained.append(epoch)
             log.info("epoch %d/%d: %s", epoch, config.epochs, {k_: round(v, 4) for k_, v in metrics.items()})
+            failure: Exception | None = None
             if rank == 0:
-                if stop:
-                    log.info("Early stop: validation loss has not improved for %d epoch(s)", config.patience)
-                if report is not None and not stop and report(epoch, dict(metrics)):
-                    log.info("Stopped by the report hook after epoch %d", epoch)
-                    stop = True
-                state["stopped"] = stop
-                _save_checkpoint(checkpoint, {
-                    "model": config.model, "classes": list(config.classes), "state_dict": cpu_state(module),
-                    "optimizer": optimizer.state_dict(), "progress": state,
-                })
-                if mlflow is not None:
-                    for key, value in metrics.items():
-                        mlflow.log_metric(config.mlflow_run_id, key, value, step=epoch)
-                _chart(state["history"])
+                try:
+                    if stop:
+                        log.info("Early stop: validation loss has not improved for %d epoch(s)", config.patience)
+                    if report is not None and not stop and report(epoch, dict(metrics)):
+                        log.info("Stopped by the report hook after epoch %d", epoch)
+                        stop = True
+                    state["stopped"] = stop
+                    _save_checkpoint(checkpoint, {
+                        "model": config.model, "classes": list(config.classes), "state_dict": cpu_state(module),
+                        "optimizer": optimizer.state_dict(), "progress": state,
+                    })
+                    if mlflow is not None:
+                        for key, value in metrics.items():
+                            mlflow.log_metric(config.mlflow_run_id, key, value, step=epoch)
+                    _chart(state["history"])
+                except Exception as exc:  # re-raised below, once the other ranks know
+                    failure = exc
             if distributed:
-                # Rank 0 decides (patience or the report hook); every rank stops together.
-                flag = torch.tensor([1.0 if (rank == 0 and stop) else 0.0], device=device)
+                # Rank 0 decides (patience, the report hook, or its own failure); all ranks follow
+                # at once instead of waiting out `dist_timeout` in the next collective.
+                code = (2.0 if failure else 1.0 if stop else 0.0) if rank == 0 else 0.0
+                flag = torch.tensor([code], device=device)
                 dist.all_reduce(flag)
-                state["stopped"] = bool(flag.item())
+                if flag.item() >= 2 and failure is None:
+                    raise DistributedTrainingError(f"rank 0 failed after epoch {epoch}; its error is in rank_0.log")
+                state["stopped"] = flag.item() == 1
+            if failure is not None:
+                raise failure
         result: dict[str, Any] = {"history": state["history"], "epochs_trained": trained,
                                   "resumed_from_epoch": resumed_from, "stopped_early": state["stopped"],
                                   "device": str(device), "world_size": world_size, "model_dir": None}

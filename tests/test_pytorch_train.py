@@ -89,6 +89,17 @@ def test_retry_resumes_from_the_last_checkpoint(images, compute, tmp_path):
     assert "simulated crash at epoch 2" in (tmp_path / "ckpt" / "logs" / "rank_0.log").read_text()
 
 
+def test_ddp_retry_resumes_all_ranks_from_the_checkpoint(images, compute, tmp_path):
+    result = train_pytorch_model(*images, **TINY, epochs=2, processes_per_node=2, dist_timeout=30, max_restarts=1,
+                                 report=FailOnce(tmp_path / "m", 2), checkpoint_dir=str(tmp_path / "ckpt"),
+                                 compute=compute)
+    assert result.attempts == 2 and result.world_size == 2
+    assert result.resumed_from_epoch == 1 and result.epochs_trained == [2]
+    rank1 = (tmp_path / "ckpt" / "logs" / "rank_1.log").read_text()
+    # Rank 1 learnt of rank 0's crash at once (not after `dist_timeout`), then resumed with it.
+    assert "rank 0 failed after epoch 2" in rank1 and "Resuming from checkpoint after epoch 1" in rank1
+
+
 def test_new_run_continues_a_killed_runs_checkpoint_and_report_can_stop(images, compute, tmp_path):
     first = train_pytorch_model(*images, **TINY, epochs=1, checkpoint_dir=str(tmp_path), compute=compute)
     second = train_pytorch_model(*images, **TINY, epochs=4, checkpoint_dir=str(tmp_path), report=StopAfter(2),
