@@ -95,7 +95,7 @@ def train_pytorch_model(
         random_seed: Seed of weights, shuffling and augmentation.
         patience: Stop after this many epochs without a lower validation loss (> 0).
         print_frequency: Log every this many iterations (> 0).
-        image_size: Side in pixels images are resized to.
+        image_size: Side in pixels images are resized to (>= 32).
         nodes: Hosts for distributed training (> 0).
         processes_per_node: Ranks per host, one Dask worker each (one per GPU with dask-cuda).
         amp: Mixed precision; None means on for GPUs, off on CPUs.
@@ -120,6 +120,11 @@ def train_pytorch_model(
     _positive(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, patience=patience,
               print_frequency=print_frequency, image_size=image_size, nodes=nodes,
               processes_per_node=processes_per_node, dist_timeout=dist_timeout)
+    if image_size < 32:
+        raise ConfigurationError(
+            f"`image_size` must be >= 32 (DenseNet's and ResNet's downsampling leaves nothing of "
+            f"smaller images), but got {image_size=}. Fix: use 32 or more; 224 is the ImageNet size."
+        )
     if warmup_steps < 0 or max_restarts < 0:
         raise ConfigurationError(
             f"`warmup_steps` and `max_restarts` must be >= 0, but got {warmup_steps=}, {max_restarts=}."

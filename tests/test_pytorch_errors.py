@@ -39,6 +39,7 @@ def dirs(tmp_path_factory):
     ({"validation_data": "{root}/valid3"}, InvalidDatasetError, r"classes \[\] are only in `training_data`.*classes \['green'\] are only in `validation_data`"),
     ({"training_data": "{root}/nope"}, ConfigurationError, r"`training_data`=.* must be an existing directory"),
     ({"epochs": 0}, ConfigurationError, r"`epochs` must be > 0, but got epochs=0"),
+    ({"image_size": 16}, ConfigurationError, r"`image_size` must be >= 32.*got image_size=16"),
     ({"model_name": "My_Model"}, ConfigurationError, r"Fix: use 'my-model'"),
 ])
 def test_bad_input_is_refused_before_compute(dirs, kwargs, error, message):
@@ -56,13 +57,13 @@ def test_weights_of_another_architecture_fail_on_the_worker(dirs, compute, tmp_p
 
     torch.save(torchvision.models.densenet121(num_classes=2).state_dict(), tmp_path / "densenet.pt")
     with pytest.raises(InvalidModelDirectoryError, match=r"does not fit the chosen architecture"):
-        train_pytorch_model(f"{dirs}/train", f"{dirs}/train", model="resnet18", image_size=8, epochs=1,
+        train_pytorch_model(f"{dirs}/train", f"{dirs}/train", model="resnet18", image_size=32, epochs=1,
                             initial_weights=str(tmp_path / "densenet.pt"), compute=compute)
 
 
 def test_unreadable_weights_file(dirs, compute):
     with pytest.raises(InvalidModelDirectoryError, match=r"cannot be read as PyTorch weights"):
-        train_pytorch_model(f"{dirs}/train", f"{dirs}/train", model="resnet18", image_size=8, epochs=1,
+        train_pytorch_model(f"{dirs}/train", f"{dirs}/train", model="resnet18", image_size=32, epochs=1,
                             initial_weights=f"{dirs}/not-weights.pt", compute=compute)
 
 

@@ -175,3 +175,18 @@ def test_a_dying_worker_fails_the_run_clearly_without_hanging(images, tmp_path):
     assert "rank 1 on" in message and "Per-rank logs" in message
     assert time.monotonic() - started < 120
     assert (tmp_path / "checkpoint.pt").exists()  # a retry resumes from here
+
+
+def test_densenet_with_amp_channels_last_and_warmup_in_process(tmp_path):
+    """The DenseNet family, and the GPU defaults (AMP, channels_last) forced on: bfloat16 on the CPU."""
+    from prefect_mltrain.tasks.pytorch_model import load_model_dir
+    from prefect_mltrain.tasks.pytorch_train import TrainConfig, train_process
+
+    data = str(make_image_dir(tmp_path / "d", per_class=2, size=32))
+    result = train_process(TrainConfig(
+        model="densenet121", training_data=data, validation_data=data, classes=("blue", "red"),
+        checkpoint_dir=str(tmp_path / "ckpt"), epochs=1, image_size=32, batch_size=4, warmup_steps=1,
+        amp=True, channels_last=True))
+    assert result["epochs_trained"] == [1] and result["device"] == "cpu"
+    assert result["history"][0]["learning_rate"] == 0.001  # warm-up over 1 epoch of 1 step ends at the base rate
+    assert load_model_dir(result["model_dir"]).architecture == "densenet121"
