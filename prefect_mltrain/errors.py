@@ -66,3 +66,19 @@ def missing_extra(module: str, extra: str) -> MissingDependencyError:
 
 class DockerUnavailableError(ConfigurationError):
     """An environment needs a Docker engine and none answers."""
+
+
+class InvalidModelDirectoryError(ConfigurationError):
+    """The model to train is not a PyTorch image classifier we can build or load."""
+
+
+class NotLabeledDatasetError(ConfigurationError):
+    """An image directory has no class folders, so its images carry no labels."""
+
+
+class InvalidDatasetError(ConfigurationError):
+    """The training and validation image directories do not have the same classes."""
+
+
+class DistributedTrainingError(MltrainError):
+    """A rank of a distributed training run failed or could not be placed; the run stopped."""

@@ -13,8 +13,9 @@ from typing import Any
 from prefect_mltrain.errors import ConfigurationError
 
 Loader = Callable[[str, str], Any]
-# Single files are registered as-is; they are fetched from their run, not loaded as MLflow models.
-FILE_FRAMEWORKS = frozenset({"joblib", "torch-file"})
+# Single files and plain model folders are registered as-is; they are fetched from their run,
+# not loaded as MLflow models.
+FILE_FRAMEWORKS = frozenset({"joblib", "torch-file", "torchvision"})
 _LOADERS: dict[str, Loader] = {}
 
 
@@ -120,3 +121,17 @@ def _load_torch_file(model_uri: str, tracking_uri: str) -> Any:
         raise missing_extra("torch", "torch") from None
     local = _mlflow(tracking_uri).artifacts.download_artifacts(model_uri)
     return torch.load(local, map_location="cpu", weights_only=False)
+
+
+@register_loader("torchvision")
+def _load_torchvision(model_uri: str, tracking_uri: str) -> Any:
+    """A `train_pytorch_model` model directory, loaded as an `ImageClassifier` on the CPU."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        from prefect_mltrain.errors import missing_extra
+
+        raise missing_extra("torch", "torch") from None
+    from prefect_mltrain.tasks.pytorch_model import load_model_dir
+
+    return load_model_dir(_mlflow(tracking_uri).artifacts.download_artifacts(model_uri), device="cpu")

@@ -34,7 +34,8 @@ def deployed():
 
 def test_every_deployment_is_created(deployed, prefect_client):
     names = {f"{d.name}" for d in prefect_client.read_deployments()}
-    assert {"iris", "example-job", "example", "iris-classifier", "iris-logreg", "nightly-iris", "train-job-docker"} <= names
+    assert {"iris", "example-job", "example", "iris-classifier", "iris-logreg", "nightly-iris", "train-job-docker",
+            "images", "score-images"} <= names
     nightly = next(d for d in prefect_client.read_deployments() if d.name == "nightly-iris")
     assert nightly.schedules and nightly.schedules[0].schedule.cron == "0 2 * * *"
 
