@@ -14,6 +14,7 @@ from prefect.logging import get_run_logger
 from prefect_mltrain.blocks._load import resolve_block
 from prefect_mltrain.blocks.environment import TrainingEnvironment
 from prefect_mltrain.errors import ConfigurationError
+from prefect_mltrain.flows.sweep import SweepResult, sweep
 from prefect_mltrain.flows.train_job import JobResult, train_job
 from prefect_mltrain.jobfile import JobFile, load_job_file, render_command
 from prefect_mltrain.settings import MltrainSettings
@@ -51,9 +52,34 @@ def _stage_inputs(job: JobFile) -> dict[str, str]:
     return staged
 
 
+# Azure ML's `limits` keys that `Limits` spells differently.
+_LIMIT_NAMES = {"timeout": "timeout_seconds", "trial_timeout": "trial_timeout_seconds"}
+
+
+def _run_sweep(job: JobFile, command: str) -> SweepResult:
+    """A `type: sweep` job file as a `sweep` whose trials run the (rendered) trial command."""
+    unsupported = sorted(k for k in job.environment if k != "environment_variables")
+    if unsupported:
+        raise ConfigurationError(
+            f"{job.path}: sweep trials run in the Dask workers' Python, so `trial.environment` "
+            f"{unsupported} cannot be used for them. Fix: install what the trial needs where the "
+            f"workers run (or in their image), keeping only `environment_variables`."
+        )
+    spec = job.sweep or {}
+    limits = {_LIMIT_NAMES.get(k, k): v for k, v in (spec.get("limits") or {}).items()}
+    trial = {"type": "command", "command": command, "source_directory": str(job.code),
+             "environment_variables": job.environment.get("environment_variables", {})}
+    return sweep(
+        trial=trial, search_space=spec.get("search_space") or {}, objective=spec.get("objective"),
+        sampling_algorithm=spec.get("sampling_algorithm") or "random", limits=limits,
+        early_termination=spec.get("early_termination"), name=job.display_name or job.path.stem,
+        compute=job.compute, experiment_name=job.experiment_name,
+    )
+
+
 @flow(name="run-job-file")
-def run_job_file(path: str, overrides: list[str] | None = None) -> JobResult:
-    """Run an Azure ML CLI v2 `type: command` job file as a `train_job`.
+def run_job_file(path: str, overrides: list[str] | None = None) -> JobResult | SweepResult:
+    """Run an Azure ML CLI v2 job file: `type: command` as a `train_job`, `type: sweep` as a `sweep`.
 
     `code`, `command` with `${{inputs.x}}` / `${{outputs.x}}`, literal and local
     `uri_file`/`uri_folder` inputs (mount or download), outputs (folders under `./outputs`,
@@ -61,16 +87,19 @@ def run_job_file(path: str, overrides: list[str] | None = None) -> JobResult:
     environment_variables, or `{block: <name>}`), `compute` (`local`,
     or the name of a DaskCompute block in place of `azureml:<cluster>`), `experiment_name`,
     `display_name`, `tags`, and `distribution` with `resources.instance_count` are honoured.
+    A sweep job's `trial` command gets `${{search_space.x}}` per trial, and its
+    `sampling_algorithm`, `search_space`, `objective`, `limits` and `early_termination` go to
+    the `sweep` flow as they are.
 
     Args:
         path: The job file.
         overrides: `key.sub=value` items, as with `az ml job create --set`.
     """
     job = load_job_file(path, overrides)
-    if job.type != "command":
-        raise ConfigurationError(f"{job.path}: `type: {job.type}` jobs are not run by this flow yet; use `type: command`.")
     outputs = {name: f"outputs/{name}" for name in job.outputs}
     command = render_command(job, _stage_inputs(job), outputs)
+    if job.type == "sweep":
+        return _run_sweep(job, command)
     if outputs:  # Azure ML creates output folders before the command starts
         command = f"mkdir -p {' '.join(shlex.quote(p) for p in outputs.values())} && {command}"
     get_run_logger().info("Job file %s: %s", job.path.name, command)

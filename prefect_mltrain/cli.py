@@ -77,7 +77,11 @@ def _job_run(args: argparse.Namespace) -> int:
     from prefect_mltrain.flows.run_job_file import run_job_file
 
     result = run_job_file(args.file, args.set)
-    print(f"\nMLflow run: {result.mlflow_run_id}\nOutputs:    {result.outputs_dir}\nPrefect:    {result.flow_run_url}")
+    if hasattr(result, "best_trial"):  # a sweep
+        print(f"\nSweep {result.name}: best trial {result.best_trial}, {result.best_value} with {result.best_params}\n"
+              f"MLflow parent run: {result.mlflow_parent_run_id}\nPrefect:    {result.flow_run_url}")
+    else:
+        print(f"\nMLflow run: {result.mlflow_run_id}\nOutputs:    {result.outputs_dir}\nPrefect:    {result.flow_run_url}")
     return 0
 
 

@@ -211,6 +211,8 @@ def render_command(job: JobFile, input_paths: dict[str, str], output_paths: dict
                    search_space: dict[str, Any] | None = None) -> str:
     """Substitute `${{inputs.x}}`, `${{outputs.x}}` and `${{search_space.x}}` in the command.
 
+    Without `search_space`, its placeholders are left for each sweep trial to fill in.
+
     >>> job = JobFile("command", Path("j.yml"), "python t.py --lr ${{inputs.lr}} --out ${{outputs.m}}", Path("."),
     ...               inputs={"lr": JobInput("lr", 0.1)}, outputs=["m"])
     >>> render_command(job, {}, {"m": "outputs/m"})
@@ -221,7 +223,7 @@ def render_command(job: JobFile, input_paths: dict[str, str], output_paths: dict
         if kind == "outputs":
             return output_paths[name]
         if kind == "search_space":
-            return str((search_space or {})[name])
+            return match.group(0) if search_space is None else str(search_space[name])
         item = job.inputs[name]
         return input_paths.get(name, str(item.value if item.path is None else item.path))
 

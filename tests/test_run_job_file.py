@@ -99,3 +99,53 @@ def test_distributed_job_file(tmp_path):
     result = run_job_file(str(tmp_path / "job.yml"))
     logs = flow_run_logs(result.flow_run_url.rsplit("/", 1)[-1], "rendezvous complete")
     assert "rendezvous complete [1]" in logs and "rank=1 local_rank=1 node_rank=0 world=2" in logs
+
+
+def test_sweep_job_file(tmp_path):
+    """Azure ML's sweep job YAML, as written for `az ml job create`."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "train.py").write_text(textwrap.dedent("""
+        import argparse, mlflow
+        p = argparse.ArgumentParser(); p.add_argument("--lr", type=float); p.add_argument("--depth", type=int)
+        a = p.parse_args()
+        print("trial lr", a.lr, "depth", a.depth, flush=True)
+        mlflow.log_metric("score", a.depth - abs(a.lr - 0.1))
+    """))
+    (tmp_path / "sweep.yml").write_text(textwrap.dedent("""
+        $schema: https://azuremlschemas.azureedge.net/latest/sweepJob.schema.json
+        type: sweep
+        trial:
+          code: src
+          command: python train.py --lr ${{search_space.lr}} --depth ${{search_space.depth}}
+        sampling_algorithm: random
+        search_space:
+          lr: {type: uniform, min_value: 0.01, max_value: 0.5}
+          depth: {type: choice, values: [1, 3]}
+        objective: {goal: maximize, primary_metric: score}
+        limits: {max_total_trials: 3, max_concurrent_trials: 1, timeout: 600}
+        experiment_name: sweep-job-files
+        display_name: yaml-sweep
+    """))
+    result = run_job_file(str(tmp_path / "sweep.yml"))
+    assert result.name == "yaml-sweep" and len(result.trials) == 3
+    assert all(t["state"] == "COMPLETE" for t in result.trials)
+    assert result.best_params["depth"] == max(t["depth"] for t in result.trials)
+    runs = MlflowTracking().client().search_runs(
+        [result.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.mlflow_parent_run_id}'")
+    assert len(runs) == 3 and all("score" in r.data.metrics for r in runs)
+
+
+def test_sweep_job_file_with_an_image_environment_is_refused(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "sweep.yml").write_text(textwrap.dedent("""
+        type: sweep
+        trial:
+          code: src
+          command: python train.py --lr ${{search_space.lr}}
+          environment: {image: python:3.11}
+        search_space: {lr: {type: uniform, min_value: 0.01, max_value: 0.5}}
+        objective: {goal: maximize, primary_metric: score}
+    """))
+    state = run_job_file(str(tmp_path / "sweep.yml"), return_state=True)
+    with pytest.raises(ConfigurationError, match=r"`trial.environment` \['docker_image'\] cannot be used"):
+        state.result()

@@ -20,6 +20,7 @@ import inspect
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -300,6 +301,8 @@ class CommandTrial(TrialSpec):
         from prefect_mltrain.process import _kill_group
 
         env = {**os.environ, **self.environment_variables, **context.mlflow_env, "PYTHONUNBUFFERED": "1"}
+        # `python` in a command means the worker's Python, as `script` does (sys.executable).
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         if context.gpu_ids:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(context.gpu_ids)
         client = MlflowClient(tracking_uri=context.mlflow_env.get("MLFLOW_TRACKING_URI"))
