@@ -47,6 +47,7 @@ from prefect_mltrain.sweep.termination import (
 from prefect_mltrain.sweep.trial import (
     CommandTrial,
     FunctionTrial,
+    PytorchTrial,
     SklearnTrial,
     TrialContext,
     TrialSpec,
@@ -70,6 +71,7 @@ __all__ = [
     "MedianStoppingPolicy",
     "Normal",
     "Objective",
+    "PytorchTrial",
     "QLogNormal",
     "QLogUniform",
     "QNormal",
