@@ -17,6 +17,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, field_validator
 
 from prefect_mltrain.errors import ComputeError, ConfigurationError
+from prefect_mltrain.imports import import_from_path
 
 if TYPE_CHECKING:
     from prefect_dask import DaskTaskRunner
@@ -63,10 +64,10 @@ def _import_object(path: str) -> Any:
             f"{LOCAL_CLUSTER!r}."
         )
     try:
-        return getattr(importlib.import_module(module_name), attr)
+        return import_from_path(path)
     except ImportError as exc:
         hint = " Install it with: pip install 'prefect-mltrain[gpu]'" if "dask_cuda" in path else ""
-        raise ConfigurationError(f"`cluster_class`={path!r} cannot be imported: {exc}.{hint}") from exc
+        raise ConfigurationError(f"`cluster_class`={path!r} cannot be imported: {exc}.{hint}") from None
     except AttributeError:
         raise ConfigurationError(
             f"`cluster_class`={path!r}: module {module_name!r} has no attribute {attr!r}."

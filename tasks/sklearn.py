@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 from prefect import task
 
 from prefect_mltrain.errors import ConfigurationError
+from prefect_mltrain.imports import import_from_path
 
 BUNDLED_DATASETS = ("breast_cancer", "diabetes", "digits", "iris", "wine")
 
@@ -65,9 +65,9 @@ def make_estimator(estimator: str, params: dict[str, Any] | None = None) -> Any:
     Raises:
         ConfigurationError: The path does not import, is no estimator, or a param is unknown.
     """
-    module_name, _, class_name = estimator.rpartition(".")
+    class_name = estimator.rpartition(".")[2]
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
+        cls = import_from_path(estimator)
     except (ImportError, AttributeError, ValueError):
         raise ConfigurationError(
             f"`estimator`={estimator!r} cannot be imported. Fix: give a full import path such as "

@@ -15,7 +15,6 @@ A PyTorch trainer plugs in the same way: subclass `TrialSpec`, train in `run`, c
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 import re
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from prefect_mltrain.errors import ConfigurationError, JobFailedError
+from prefect_mltrain.imports import import_from_path
 from prefect_mltrain.sweep.space import SearchSpace
 
 
@@ -426,9 +426,8 @@ def trial_spec(value: Any) -> TrialSpec:
         args = {k: v for k, v in value.items() if k != "type"}
         if kind == "function":
             entry = str(args.pop("entrypoint", ""))
-            module, _, name = entry.partition(":")
             try:
-                fn = getattr(importlib.import_module(module), name)
+                fn = import_from_path(entry)
             except (ImportError, AttributeError, ValueError):
                 raise ConfigurationError(
                     f"`trial.entrypoint`={entry!r} cannot be imported. Fix: give 'package.module:function'."
