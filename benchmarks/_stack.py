@@ -24,5 +24,7 @@ def local_stack() -> Iterator[Path]:
         yield home
     finally:
         if info is not None:
-            drain_prefect_queues()
-            stop_pid(info.pid)  # type: ignore[arg-type]
+            try:
+                drain_prefect_queues()
+            finally:
+                stop_pid(info.pid)  # type: ignore[arg-type]

@@ -39,8 +39,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     close_shared_clusters()
     info = _state.get("server")
     if info is not None:
-        drain_prefect_queues()
-        stop_pid(info.pid)  # type: ignore[attr-defined]
+        try:
+            drain_prefect_queues()
+        finally:
+            stop_pid(info.pid)  # type: ignore[attr-defined]
     shutil.rmtree(str(_state.get("home", "")), ignore_errors=True)
 
 
