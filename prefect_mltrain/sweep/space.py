@@ -206,22 +206,29 @@ def _check_q(where: str, q: Any) -> float:
     return q
 
 
+class _Quantized:
+    """The `q*` distributions: the parent's value rounded to a multiple of `q` (a field of each)."""
+
+    q: float
+    type: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # type: ignore[misc]
+        self.q = _check_q(self.type, self.q)
+
+    def value(self, drawn: Any) -> Any:
+        return _quantize(float(super().value(drawn)), self.q)  # type: ignore[misc]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "q": self.q}  # type: ignore[misc]
+
+
 @dataclass(eq=False, repr=False)
-class QUniform(Uniform):
+class QUniform(_Quantized, Uniform):
     """`round(uniform(min_value, max_value) / q) * q`."""
 
     q: float = 1.0
     type: ClassVar[str] = "quniform"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.q = _check_q(self.type, self.q)
-
-    def value(self, drawn: Any) -> Any:
-        return _quantize(float(drawn), self.q)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "q": self.q}
 
 
 @dataclass(eq=False, repr=False)
@@ -253,21 +260,11 @@ class LogUniform(Uniform):
 
 
 @dataclass(eq=False, repr=False)
-class QLogUniform(LogUniform):
+class QLogUniform(_Quantized, LogUniform):
     """`round(exp(uniform(min_value, max_value)) / q) * q`."""
 
     q: float = 1.0
     type: ClassVar[str] = "qloguniform"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.q = _check_q(self.type, self.q)
-
-    def value(self, drawn: Any) -> Any:
-        return _quantize(float(drawn), self.q)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "q": self.q}
 
 
 @dataclass(eq=False, repr=False)
@@ -306,21 +303,11 @@ class Normal(Distribution):
 
 
 @dataclass(eq=False, repr=False)
-class QNormal(Normal):
+class QNormal(_Quantized, Normal):
     """`round(normal(mu, sigma) / q) * q`."""
 
     q: float = 1.0
     type: ClassVar[str] = "qnormal"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.q = _check_q(self.type, self.q)
-
-    def value(self, drawn: Any) -> Any:
-        return _quantize(super().value(drawn), self.q)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "q": self.q}
 
 
 @dataclass(eq=False, repr=False)
@@ -334,21 +321,11 @@ class LogNormal(Normal):
 
 
 @dataclass(eq=False, repr=False)
-class QLogNormal(LogNormal):
+class QLogNormal(_Quantized, LogNormal):
     """`round(exp(normal(mu, sigma)) / q) * q`."""
 
     q: float = 1.0
     type: ClassVar[str] = "qlognormal"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.q = _check_q(self.type, self.q)
-
-    def value(self, drawn: Any) -> Any:
-        return _quantize(super().value(drawn), self.q)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**super().to_dict(), "q": self.q}
 
 
 DISTRIBUTIONS: dict[str, type[Distribution]] = {
