@@ -54,10 +54,10 @@ def is_healthy(api_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that is free now."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that is free on `host` now (`""`: on every interface of this machine)."""
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 

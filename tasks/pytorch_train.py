@@ -21,7 +21,6 @@ import logging
 import math
 import os
 import random
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from typing import Any
 from prefect import task
 
 from prefect_mltrain.errors import DistributedTrainingError, InvalidModelDirectoryError
+from prefect_mltrain.stack import free_port
 
 Reporter = Callable[[int, dict[str, float]], bool]
 CHECKPOINT = "checkpoint.pt"
@@ -476,13 +476,6 @@ def train_pytorch_rank(config: TrainConfig, rank: int, world_size: int, local_ra
                          report=report if rank == 0 else None)
 
 
-def free_port() -> int:
-    """A TCP port free on this host now (run on the rank-0 worker for `MASTER_PORT`)."""
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass(frozen=True)
 class RankPlacement:
     """Where one rank runs: its Dask worker, node index and local rank."""
@@ -552,7 +545,8 @@ def run_distributed(runner: Any, config: TrainConfig, nodes: int, processes_per_
     placements = place_ranks(workers, nodes, processes_per_node)
     world_size = len(placements)
     master = placements[0]
-    port = client.run(free_port, workers=[master.worker])[master.worker]
+    # Asked on the rank-0 worker, on every interface: the port must be free where MASTER_ADDR is.
+    port = client.run(free_port, "", workers=[master.worker])[master.worker]
     futures = []
     for p in placements:
         # Pinned to its own worker: all ranks must run at the same time.
