@@ -90,7 +90,7 @@ class SlotJob:
 
     sweep: str
     slot: int
-    storage_url: str
+    storage_path: str
     space: SearchSpace
     algorithm: Any
     spec: TrialSpec
@@ -117,22 +117,29 @@ _studies_lock = threading.Lock()
 _outcomes: dict[tuple[str, int], dict[str, Any]] = {}
 
 
-def storage_url(home: Path) -> str:
-    """The Optuna study database of the project home (one SQLite file for all sweeps)."""
+def study_path(home: Path, name: str) -> Path:
+    """Where the sweep `name` keeps its Optuna study: a journal file of its own under the project home."""
     directory = home / "sweeps"
     directory.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{directory / 'optuna.db'}"
+    return directory / f"{name}.journal"
 
 
-def _storage(url: str) -> Any:
+def study_storage(path: Path | str) -> Any:
+    """The Optuna storage of one sweep: an append-only journal (Optuna's `JournalFileBackend`).
+
+    Every process that runs a trial appends to it under a file lock, so it is safe across
+    processes (and machines sharing the folder). A trial's ask, attributes, reports and tell
+    cost about 4 ms here against about 47 ms on SQLite (`RDBStorage`), on every Dask worker.
+    """
     optuna = import_optuna()
-    # SQLite serialises writers; wait for the lock instead of failing under concurrent trials.
-    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
 def _worker_study(job: SlotJob) -> Any:
     """The study with this slot's sampler and the policy's pruner, loaded once per process and slot."""
-    key = (job.storage_url, job.sweep, job.slot)
+    key = (job.storage_path, job.sweep, job.slot)
     with _studies_lock:
         study = _studies.get(key)
         if study is None:
@@ -140,7 +147,7 @@ def _worker_study(job: SlotJob) -> Any:
             pruner = job.policy.pruner() if job.policy else optuna.pruners.NopPruner()
             algorithm = job.algorithm
             sampler = algorithm.sampler(job.space, job.slot) if isinstance(algorithm, SamplingAlgorithm) else algorithm
-            study = optuna.load_study(study_name=job.sweep, storage=_storage(job.storage_url),
+            study = optuna.load_study(study_name=job.sweep, storage=study_storage(job.storage_path),
                                       pruner=pruner, sampler=sampler)
             _studies[key] = study
         return study
@@ -231,15 +238,52 @@ def _trial_flow(job: SlotJob) -> Any:
     return _trial_flows[key]
 
 
-def _run_one(job: SlotJob, study: Any) -> dict[str, Any]:
+@dataclass
+class _TrialRuns:
+    """Creates the trial flow runs of one slot as subflows of the sweep, in one API call each.
+
+    Calling the trial flow inside the slot task would make Prefect create a placeholder task
+    run in the sweep, look for an existing subflow run and rename the new one: four API calls
+    before the trial starts. Here the flow run is created directly, named and tagged, with the
+    slot's task run (a task of the sweep flow run) as its parent, so the UI shows every trial
+    under the sweep all the same; the engine then runs that flow run.
+    """
+
+    client: Any
+    flow: Any
+    parent_task_run_id: Any
+    tags: list[str]
+    flow_id: Any = None
+
+    def create(self, name: str, parameters: dict[str, Any]) -> Any:
+        from prefect.client.schemas.actions import FlowCreate, FlowRunCreate
+        from prefect.client.schemas.objects import Flow, FlowRun, FlowRunPolicy
+        from prefect.states import Pending, to_state_create
+
+        if self.flow_id is None:
+            response = self.client.request("POST", "/flows/", json=FlowCreate(name=self.flow.name).model_dump(mode="json"))
+            self.flow_id = Flow.model_validate(response.json()).id
+        body = FlowRunCreate(
+            flow_id=self.flow_id, flow_version=self.flow.version, name=name, parameters=parameters,
+            tags=self.tags, parent_task_run_id=self.parent_task_run_id, state=to_state_create(Pending()),
+            empirical_policy=FlowRunPolicy(retries=self.flow.retries, retry_delay=int(self.flow.retry_delay_seconds or 0)),
+        )
+        response = self.client.request("POST", "/flow_runs/", json=body.model_dump(mode="json", exclude_unset=True))
+        return FlowRun.model_validate(response.json())
+
+
+def _run_one(job: SlotJob, study: Any, runs: _TrialRuns) -> dict[str, Any]:
     """Ask the study for a configuration, run it as a `sweep-trial` flow run, return the outcome."""
+    from prefect.flow_engine import run_flow
+
     optuna = import_optuna()
     asked = study.ask(job.space.internal())
     values = job.space.values(asked.params)
     asked.set_user_attr("params", values)
-    state = _trial_flow(job).with_options(flow_run_name=f"{job.sweep}-trial-{asked.number}")(
-        sweep=job.sweep, number=asked.number, params=values, job=job, trial_id=asked._trial_id,
-        return_state=True)
+    flow_run = runs.create(f"{job.sweep}-trial-{asked.number}",
+                           {"sweep": job.sweep, "number": asked.number, "params": values})
+    state = run_flow(runs.flow, flow_run=flow_run, parameters=dict(
+        sweep=job.sweep, number=asked.number, params=values, job=job, trial_id=asked._trial_id), return_type="state")
     outcome = _outcomes.pop((job.sweep, asked.number), None)
     if outcome is None or (state.is_failed() or state.is_crashed()) and outcome.get("state") != "FAIL":
         study.tell(asked.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
@@ -261,8 +305,9 @@ def trial_slot(job: SlotJob) -> list[dict[str, Any]]:
         The outcome of every trial it ran.
     """
     import distributed
+    from prefect.client.orchestration import get_client
     from prefect.concurrency.sync import concurrency
-    from prefect.context import tags
+    from prefect.context import TaskRunContext
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     client = distributed.get_client()
@@ -271,13 +316,16 @@ def trial_slot(job: SlotJob) -> list[dict[str, Any]]:
     allocator = worker_allocator(os.environ, _gpu_count())
     job.gpu_ids = allocator.acquire(devices_needed(job.gpus_per_trial))
     saved = {k: os.environ.get(k) for k in cuda_env(job.gpu_ids)}
-    study = _worker_study(job)
+    study = None  # loaded with the first ticket: a slot that gets none leaves at once, even on a cold worker
     outcomes: list[dict[str, Any]] = []
     try:
         os.environ.update(cuda_env(job.gpu_ids))
         with concurrency(job.concurrency_limit, occupy=1), temporary_settings(
             updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
-        ), tags(f"sweep:{job.sweep}"):
+        ), get_client(sync_client=True) as prefect_client:
+            task_run = TaskRunContext.get()
+            runs = _TrialRuns(prefect_client, _trial_flow(job), task_run.task_run.id if task_run else None,
+                              sorted({*(task_run.task_run.tags if task_run else ()), f"sweep:{job.sweep}"}))
             while True:
                 if job.deadline is not None and time.time() >= job.deadline:
                     break
@@ -290,7 +338,9 @@ def trial_slot(job: SlotJob) -> list[dict[str, Any]]:
                     tickets.get(timeout=1)
                 except (TimeoutError, asyncio.TimeoutError):
                     break
-                outcome = _run_one(job, study)
+                if study is None:
+                    study = _worker_study(job)
+                outcome = _run_one(job, study, runs)
                 outcomes.append(outcome)
                 if outcome.get("error") == "metric_not_reported":
                     stop.set(outcome["message"])
@@ -391,13 +441,13 @@ def check_sweep(
     return spec, space, goal, algorithm, lim, policy, name
 
 
-def _open_study(name: str, url: str, space: SearchSpace, goal: Objective, algorithm: Any,
+def _open_study(name: str, path: Path, space: SearchSpace, goal: Objective, algorithm: Any,
                 policy: TerminationPolicy | None) -> tuple[Any, bool]:
     optuna = import_optuna()
     sampler = algorithm.sampler(space) if isinstance(algorithm, SamplingAlgorithm) else algorithm
     pruner = policy.pruner() if policy else optuna.pruners.NopPruner()
-    storage = _storage(url)
-    resumed = name in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    storage = study_storage(path)
+    resumed = name in optuna.get_all_study_names(storage)
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                 direction=goal.goal, load_if_exists=True)
     stored = study.user_attrs.get("search_space")
@@ -541,12 +591,12 @@ def sweep(
     target.check_reachable()
     tracker = resolve_block(tracking, MlflowTracking, "tracking")
     home = MltrainSettings().home_dir
-    url = storage_url(home)
+    path = study_path(home, name)
     info = flow_run_info()
     optuna = import_optuna()
 
     with _sweep_lock(home / "sweeps" / f"{name}.lock", name):
-        study, resumed = _open_study(name, url, space, goal, algorithm, policy)
+        study, resumed = _open_study(name, path, space, goal, algorithm, policy)
         _recover(study, logger)
         experiment_id = tracker.ensure_experiment(experiment_name)
         client = tracker.client()
@@ -618,7 +668,7 @@ def sweep(
                     resources = target.worker_resources()
                     for slot in range(slots):
                         job = SlotJob(
-                            sweep=name, slot=slot, storage_url=url, space=space, algorithm=algorithm, spec=spec,
+                            sweep=name, slot=slot, storage_path=str(path), space=space, algorithm=algorithm, spec=spec,
                             objective=goal, policy=policy, tracking=tracker, experiment_id=experiment_id,
                             parent_run_id=parent_run_id, gpus_per_trial=target.gpus_per_trial,
                             concurrency_limit=concurrency_limit, tickets=tickets.name, stop_variable=stop_var.name,
@@ -626,13 +676,15 @@ def sweep(
                             retries=lim.trial_retries)
                         with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
                             futures.append(runner.submit(trial_slot, parameters={"job": job}))
-                    last = -1
+                    last, shown_at = -1, 0.0
                     while not all(f.wrapped_future.done() for f in futures):
-                        time.sleep(0.5)
+                        time.sleep(0.25)
+                        if time.monotonic() - shown_at < 2:  # live, without an API write per trial
+                            continue
                         n = len(_finished(study)) - done_before
                         if n != last:
                             update_progress_artifact(progress_id, 100.0 * (done_before + n) / max(capacity, 1))
-                            last = n
+                            last, shown_at = n, time.monotonic()
                 outcomes = [o for f in futures for o in f.result()]
                 finished = len(outcomes)
                 update_progress_artifact(progress_id, 100.0 * (done_before + finished) / max(capacity, 1))

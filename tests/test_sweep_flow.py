@@ -121,13 +121,13 @@ def test_resume_skips_finished_trials_and_reruns_abandoned_ones(compute, unique_
 
     from prefect_mltrain.blocks import MlflowTracking
     from prefect_mltrain.flows import sweep
-    from prefect_mltrain.flows.sweep import storage_url
+    from prefect_mltrain.flows.sweep import study_path, study_storage
 
     args = dict(trial=FunctionTrial(examples.trivial), search_space={"x": uniform(0, 1)},
                 objective=Objective("score"), seed=5, name=unique_name, compute=compute)
     first = sweep(**args, limits=Limits(max_total_trials=2, max_concurrent_trials=2))
     # Simulate a crash: a trial left RUNNING in the study and its MLflow run left RUNNING.
-    study = optuna.load_study(study_name=unique_name, storage=storage_url(project_home))
+    study = optuna.load_study(study_name=unique_name, storage=study_storage(study_path(project_home, unique_name)))
     left = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     tracking = MlflowTracking()
     stale = tracking.client().create_run(first.experiment_id, tags={"mltrain.sweep": unique_name})
