@@ -58,17 +58,10 @@ _LIMIT_NAMES = {"timeout": "timeout_seconds", "trial_timeout": "trial_timeout_se
 
 def _run_sweep(job: JobFile, command: str) -> SweepResult:
     """A `type: sweep` job file as a `sweep` whose trials run the (rendered) trial command."""
-    unsupported = sorted(k for k in job.environment if k != "environment_variables")
-    if unsupported:
-        raise ConfigurationError(
-            f"{job.path}: sweep trials run in the Dask workers' Python, so `trial.environment` "
-            f"{unsupported} cannot be used for them. Fix: install what the trial needs where the "
-            f"workers run (or in their image), keeping only `environment_variables`."
-        )
     spec = job.sweep or {}
     limits = {_LIMIT_NAMES.get(k, k): v for k, v in (spec.get("limits") or {}).items()}
     trial = {"type": "command", "command": command, "source_directory": str(job.code),
-             "environment_variables": job.environment.get("environment_variables", {})}
+             "environment": job_environment(job)}
     return sweep(
         trial=trial, search_space=spec.get("search_space") or {}, objective=spec.get("objective"),
         sampling_algorithm=spec.get("sampling_algorithm") or "random", limits=limits,

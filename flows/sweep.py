@@ -274,6 +274,7 @@ class _TrialRuns:
 
 def _run_one(job: SlotJob, study: Any, runs: _TrialRuns) -> dict[str, Any]:
     """Ask the study for a configuration, run it as a `sweep-trial` flow run, return the outcome."""
+    from prefect.context import TaskRunContext
     from prefect.flow_engine import run_flow
 
     optuna = import_optuna()
@@ -282,8 +283,14 @@ def _run_one(job: SlotJob, study: Any, runs: _TrialRuns) -> dict[str, Any]:
     asked.set_user_attr("params", values)
     flow_run = runs.create(f"{job.sweep}-trial-{asked.number}",
                            {"sweep": job.sweep, "number": asked.number, "params": values})
-    state = run_flow(runs.flow, flow_run=flow_run, parameters=dict(
-        sweep=job.sweep, number=asked.number, params=values, job=job, trial_id=asked._trial_id), return_type="state")
+    # Outside the slot's task-run context, so the trial's logs and prints land in its own flow run.
+    token = TaskRunContext.__var__.set(None)
+    try:
+        state = run_flow(runs.flow, flow_run=flow_run, parameters=dict(
+            sweep=job.sweep, number=asked.number, params=values, job=job, trial_id=asked._trial_id),
+            return_type="state")
+    finally:
+        TaskRunContext.__var__.reset(token)
     outcome = _outcomes.pop((job.sweep, asked.number), None)
     if outcome is None or (state.is_failed() or state.is_crashed()) and outcome.get("state") != "FAIL":
         study.tell(asked.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)

@@ -1,5 +1,6 @@
 """Azure ML job files run for real through `run_job_file` and the command line."""
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from _docker import BASE_IMAGE, containers_named, requires_docker
 
 from prefect_mltrain.blocks import MlflowTracking, TrainingEnvironment
 from prefect_mltrain.errors import ConfigurationError
@@ -135,17 +137,46 @@ def test_sweep_job_file(tmp_path):
     assert len(runs) == 3 and all("score" in r.data.metrics for r in runs)
 
 
-def test_sweep_job_file_with_an_image_environment_is_refused(tmp_path):
+@requires_docker
+def test_sweep_job_file_trials_run_in_its_image_environment(tmp_path):
+    """`trial.environment` with an image and a conda file: every trial runs in that image."""
     (tmp_path / "src").mkdir()
-    (tmp_path / "sweep.yml").write_text(textwrap.dedent("""
+    (tmp_path / "src" / "train.py").write_text(textwrap.dedent("""
+        import argparse, sys, mlflow
+        p = argparse.ArgumentParser(); p.add_argument("--lr", type=float); a = p.parse_args()
+        print("trial python", sys.executable, flush=True)
+        for epoch in (1, 2):
+            mlflow.log_metric("score", a.lr * epoch, step=epoch)
+        open("outputs/model.txt", "w").write(str(a.lr))
+    """))
+    version = importlib.metadata.version("mlflow")
+    (tmp_path / "conda.yml").write_text(textwrap.dedent(f"""
+        dependencies:
+          - python=3.11
+          - pip:
+            - mlflow-skinny=={version}
+            - sqlalchemy
+            - alembic
+    """))
+    (tmp_path / "sweep.yml").write_text(textwrap.dedent(f"""
         type: sweep
         trial:
           code: src
-          command: python train.py --lr ${{search_space.lr}}
-          environment: {image: python:3.11}
-        search_space: {lr: {type: uniform, min_value: 0.01, max_value: 0.5}}
-        objective: {goal: maximize, primary_metric: score}
+          command: python train.py --lr ${{{{search_space.lr}}}}
+          environment: {{image: {BASE_IMAGE}, conda_file: conda.yml}}
+        sampling_algorithm: grid
+        search_space: {{lr: {{type: choice, values: [0.1, 0.3]}}}}
+        objective: {{goal: maximize, primary_metric: score}}
+        limits: {{max_total_trials: 2, max_concurrent_trials: 2}}
     """))
-    state = run_job_file(str(tmp_path / "sweep.yml"), return_state=True)
-    with pytest.raises(ConfigurationError, match=r"`trial.environment` \['docker_image'\] cannot be used"):
-        state.result()
+    result = run_job_file(str(tmp_path / "sweep.yml"))
+    assert [t["state"] for t in result.trials] == ["COMPLETE", "COMPLETE"]
+    assert result.best_params == {"lr": 0.3} and result.best_value == pytest.approx(0.6)
+    client = MlflowTracking().client()
+    for row in result.trials:
+        # Each trial ran in its own copy of the code: its outputs are its own artifacts.
+        local = client.download_artifacts(row["mlflow_run_id"], "outputs/model.txt", str(tmp_path / row["mlflow_run_id"]))
+        assert Path(local).read_text() == str(row["lr"])
+        logs = flow_run_logs(row["flow_run_id"], expect="trial python")
+        assert "trial python /opt/mltrain-env/bin/python" in logs
+    assert containers_named("mltrain-job-") == []

@@ -18,11 +18,10 @@ from __future__ import annotations
 import inspect
 import os
 import re
-import subprocess
 import sys
 import tempfile
-import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -235,18 +234,24 @@ def substitute(text: str, params: Mapping[str, Any]) -> str:
 
 @dataclass
 class CommandTrial(TrialSpec):
-    """A command job: `command` or `python script` with `arguments`, placeholders filled in.
+    """A command job per trial: `command` or `python script` with `arguments`, placeholders filled in.
 
-    The command runs in `source_directory` with `MLFLOW_TRACKING_URI`/`MLFLOW_RUN_ID` of the
-    trial's child run, so `mlflow.log_metric(...)` in the script lands there. While it runs,
-    new values of the primary metric are read back about once a second and given to the
-    early-termination policy; a stopped trial's process group is killed.
+    Each trial runs in a copy of `source_directory` of its own (so trials running at once do
+    not share `./outputs`), in `environment` when given (a `TrainingEnvironment`, a saved
+    one's name or its fields: a venv/conda environment, or a Docker image the command runs
+    in; built once and reused by content hash), with `MLFLOW_TRACKING_URI`/`MLFLOW_RUN_ID`
+    of the trial's child run, so `mlflow.log_metric(...)` in the script lands there. Its
+    output streams into the trial's flow run logs. While it runs, new values of the primary
+    metric are read back every `poll_seconds` and given to the early-termination policy; a
+    stopped trial's process group is killed. `./outputs` becomes the run's artifacts, so a
+    `model_path` under it can be registered for the best trial.
     """
 
     command: str | None = None
     script: str | None = None
     arguments: list[Any] = field(default_factory=list)
     source_directory: str = "."
+    environment: Any = None
     environment_variables: dict[str, str] = field(default_factory=dict)
     model_path: str | None = None
     poll_seconds: float = 1.0
@@ -260,6 +265,14 @@ class CommandTrial(TrialSpec):
     def _texts(self) -> list[str]:
         return [t for t in [self.command, self.script, *map(str, self.arguments)] if t]
 
+    def _environment(self) -> Any:
+        from prefect_mltrain.blocks._load import resolve_block
+        from prefect_mltrain.blocks.environment import TrainingEnvironment
+
+        if isinstance(self.environment, Mapping):
+            return TrainingEnvironment(**self.environment)
+        return resolve_block(self.environment, TrainingEnvironment, "trial.environment")
+
     def check(self, space: SearchSpace) -> None:
         if (self.command is None) == (self.script is None):
             raise ConfigurationError(
@@ -271,6 +284,12 @@ class CommandTrial(TrialSpec):
                 f"`source_directory`={self.source_directory!r} is not a directory. Fix: give the "
                 f"folder that holds your training script."
             )
+        if self.model_path is not None and not Path(self.model_path).as_posix().startswith("outputs/"):
+            raise ConfigurationError(
+                f"`model_path`={self.model_path!r} must lie under ./outputs (only outputs are kept as "
+                f"the trial's artifacts). Fix: save the model as e.g. 'outputs/model.joblib'."
+            )
+        self._environment().spec()  # a spec that does not parse fails here, before any trial starts
         used = {m for t in self._texts() for m in _PLACEHOLDER.findall(t)}
         missing = sorted(used - set(space))
         if missing:
@@ -285,65 +304,86 @@ class CommandTrial(TrialSpec):
                 f"would ignore them. Fix: pass them, e.g. `--{unused[0]} ${{{{search_space.{unused[0]}}}}}`."
             )
 
-    def argv(self, params: Mapping[str, Any]) -> list[str]:
-        """The command line of a trial with `params`."""
+    def argv(self, params: Mapping[str, Any], python: str | None = None) -> list[str]:
+        """The command line of a trial with `params` (`script` runs with `python`, this Python by default)."""
         import shlex
-        import sys
 
         args = [substitute(str(a), params) for a in self.arguments]
         if self.script is not None:
-            return [sys.executable, substitute(self.script, params), *args]
+            return [python or sys.executable, substitute(self.script, params), *args]
         return ["/bin/sh", "-c", " ".join([substitute(self.command or "", params), *map(shlex.quote, args)])]
 
     def run(self, params: dict[str, Any], context: TrialContext) -> Mapping[str, float]:
         from mlflow import MlflowClient
 
-        from prefect_mltrain.process import _kill_group
+        from prefect_mltrain.launch import prepare_process
+        from prefect_mltrain.process import stream_process
+        from prefect_mltrain.settings import MltrainSettings
+        from prefect_mltrain.tasks.environment import build
+        from prefect_mltrain.tasks.snapshot import snapshot_source
 
-        env = {**os.environ, **self.environment_variables, **context.mlflow_env, "PYTHONUNBUFFERED": "1"}
-        # `python` in a command means the worker's Python, as `script` does (sys.executable).
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        if context.gpu_ids:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(context.gpu_ids)
+        logger = _trial_logger()
+        settings = MltrainSettings()
+        environment = self._environment()
+        built = build(environment)
+        workdir = Path(snapshot_source(Path(self.source_directory).expanduser().resolve(),
+                                       settings.runs_dir / "trials" / (context.mlflow_run_id or uuid.uuid4().hex),
+                                       settings.snapshot_max_mb).path)
+        (workdir / "outputs").mkdir(exist_ok=True)
         client = MlflowClient(tracking_uri=context.mlflow_env.get("MLFLOW_TRACKING_URI"))
         run_id = context.mlflow_run_id or ""
-        tail: list[str] = []
-        proc = subprocess.Popen(self.argv(params), cwd=Path(self.source_directory).expanduser(), env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True, errors="replace")
-
-        def pump() -> None:
-            for line in proc.stdout or []:
-                tail.append(line.rstrip("\n"))
-                del tail[:-40]
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
+        artifacts = client.get_run(run_id).info.artifact_uri if run_id else None
+        launch = prepare_process(
+            self.argv(params, built.python), built, str(workdir),
+            {**environment.job_environment(), **self.environment_variables, **context.mlflow_env},
+            artifact_uri=artifacts, gpu_ids=context.gpu_ids)
         seen = 0
+        next_poll = 0.0
+
+        def poll() -> bool:  # reports new values of the primary metric; TrialStopped kills the process
+            nonlocal seen, next_poll
+            if not run_id or time.monotonic() < next_poll:
+                return False
+            next_poll = time.monotonic() + self.poll_seconds
+            history = sorted(client.get_metric_history(run_id, context.primary_metric), key=lambda m: m.step)
+            for m in history[seen:]:
+                context.report({context.primary_metric: m.value}, step=m.step or None)
+            seen = max(seen, len(history))
+            return False
+
+        def on_line(stream: str, line: str) -> None:
+            (logger.info if stream == "stdout" else logger.warning)("%s", line)
+
         try:
-            while True:
-                done = proc.poll() is not None
-                if run_id:
-                    history = client.get_metric_history(run_id, context.primary_metric)
-                    for m in sorted(history, key=lambda m: m.step)[seen:]:
-                        context.report({context.primary_metric: m.value}, step=m.step or None)
-                    seen = max(seen, len(history))
-                if done:
-                    break
-                time.sleep(self.poll_seconds)
-        except BaseException:
-            _kill_group(proc)
-            raise
-        reader.join(timeout=5)
-        if proc.returncode != 0:
+            result = stream_process(launch.argv, on_line=on_line, env=launch.env, cwd=workdir, should_stop=poll)
+        finally:
+            launch.cleanup()
+            if run_id and any((workdir / "outputs").iterdir()):
+                client.log_artifacts(run_id, str(workdir / "outputs"), "outputs")
+        if result.exit_code != 0:
             raise JobFailedError(
-                f"The trial's command exited with code {proc.returncode}. Last output:\n" + "\n".join(tail),
-                exit_code=proc.returncode, stderr_tail="\n".join(tail))
+                f"The trial's command exited with code {result.exit_code}. Last output:\n{result.output_tail}",
+                exit_code=result.exit_code, stderr_tail=result.stderr_tail)
         if not run_id:
             return dict(context.reported)
+        next_poll = 0.0
+        poll()  # the values logged after the last poll still reach the policy's record
         return dict(client.get_run(run_id).data.metrics)
 
     def describe(self) -> str:
         return f"command {' '.join(self._texts())}"
+
+
+def _trial_logger() -> Any:
+    """The trial flow run's logger (its lines show in the Prefect UI), or a plain one outside a run."""
+    import logging
+
+    try:
+        from prefect.logging import get_run_logger
+
+        return get_run_logger()
+    except Exception:  # no run context: a trial called directly
+        return logging.getLogger("prefect_mltrain.sweep.trial")
 
 
 # TrainConfig fields a search space may tune for a PyTorch trial.
