@@ -245,3 +245,31 @@ def test_goal_value_and_timeout_stop_the_sweep(compute, unique_name, prefect_cli
     assert "timeout_seconds=8" in timed.stop_reason
     (run,) = _trial_runs(prefect_client, f"{unique_name}-timeout")
     assert run.state.name == "Pruned" and "timeout" in run.state.message
+
+
+@pytest.mark.parametrize("algorithm, policy", [
+    ("sobol", None),
+    ("bayesian", None),
+    ("bayesian", {"type": "asha", "min_resource": 1, "reduction_factor": 2}),
+    ("random", {"type": "hyperband", "min_resource": 1, "max_resource": 6, "reduction_factor": 2}),
+])
+def test_every_sampler_and_pruner_runs_through_the_flow(compute, unique_name, algorithm, policy):
+    """Each sampler and Optuna pruner drives real trial flow runs; the same seed draws the same trials."""
+    from prefect_mltrain.flows import sweep
+
+    args = dict(trial=FunctionTrial(examples.quadratic),
+                search_space={"x": uniform(0, 1.5), "epochs": choice([6]), "epoch_seconds": choice([0.0])},
+                objective=Objective("score"), sampling_algorithm=algorithm, early_termination=policy, seed=3,
+                limits=Limits(max_total_trials=6, max_concurrent_trials=2), compute=compute)
+    result = sweep(**args, name=unique_name)
+    assert len(result.trials) == 6
+    assert {t["state"] for t in result.trials} <= {"COMPLETE", "PRUNED"}
+    completed = [t["score"] for t in result.trials if t["state"] == "COMPLETE"]
+    assert completed and result.best_value == max(completed)
+    client, runs = _mlflow_runs(result)
+    parent = client.get_run(result.mlflow_parent_run_id)
+    assert parent.data.params["sampling_algorithm"] == algorithm
+    assert (policy or {}).get("type", "null") in parent.data.params["early_termination"]
+    if algorithm == "sobol":  # quasi-random and seeded: a second sweep draws the same points
+        again = sweep(**{**args, "limits": Limits(max_total_trials=6, max_concurrent_trials=1)}, name=f"{unique_name}-again")
+        assert sorted(t["x"] for t in again.trials) == sorted(t["x"] for t in result.trials)
