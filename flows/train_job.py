@@ -29,7 +29,7 @@ from prefect_mltrain.frameworks import detect_framework
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.stack import free_port
 from prefect_mltrain.tasks.command import run_command
-from prefect_mltrain.tasks.environment import build_environment
+from prefect_mltrain.tasks.environment import BuiltEnvironment, build_environment, cached_build
 from prefect_mltrain.tasks.register import register_model
 from prefect_mltrain.tasks.snapshot import snapshot_source
 
@@ -115,6 +115,15 @@ def _slots(runner: Any, kind: str, instance_count: int, per_instance: int) -> li
         return [Slot("", 0, 0, 0)]
     workers = runner.client.scheduler_info(n_workers=-1)["workers"]
     return place({addr: w["nthreads"] for addr, w in workers.items()}, instance_count, per_instance)
+
+
+def _environment(runner: Any, env: TrainingEnvironment, target: DaskCompute) -> BuiltEnvironment:
+    """The built environment: a cache hit read here when the workers share this machine, else a task."""
+    if target.runs_on_this_machine():
+        built = cached_build(env)
+        if built is not None:
+            return built  # no task run for reading one small file
+    return runner.submit(build_environment, parameters={"environment": env}).result()
 
 
 def _launch(runner: Any, slots: list[Slot], kind: str, per_instance: int, parameters: dict[str, Any],
@@ -226,7 +235,7 @@ def train_job(
 
     with target.task_runner() as runner:
         slots = _slots(runner, kind, instance_count, per_instance)
-        built = runner.submit(build_environment, parameters={"environment": env}).result()
+        built = _environment(runner, env, target)
         logger.info("Environment %s (%s) %s", built.content_hash[:12], built.kind, "reused" if built.cached else "built")
         run_tags = {
             **mlflow_tags(info),

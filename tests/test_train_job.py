@@ -2,6 +2,7 @@
 
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -168,3 +169,18 @@ def test_autolog_and_later_metrics_share_the_job_run(tmp_path, compute):
     assert [r.info.run_id for r in experiment_runs if "prefect.flow_run_id" not in r.data.tags] == []
     assert {"after_fit", "training_accuracy_score"} <= set(result.metrics)
     assert runs[0].data.params["max_depth"] == "2"
+
+
+def test_a_cached_environment_is_reused_without_a_build_task(tmp_path, prefect_client):
+    """The default compute shares this machine's cache: a hit is read in the flow, not in a task run."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    (tmp_path / "hello.py").write_text("print('hello', flush=True)")
+    result = train_job(script="hello.py", source_directory=str(tmp_path))
+    flow_run_id = result.flow_run_url.rsplit("/", 1)[-1]
+    assert any(m.endswith("(user-managed) reused") for m in flow_run_logs(flow_run_id, "reused"))
+    flow_filter = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    deadline = time.monotonic() + 15
+    while not (names := [t.name for t in prefect_client.read_task_runs(flow_run_filter=flow_filter)]) and time.monotonic() < deadline:
+        time.sleep(0.5)  # task runs reach the API as events, a little later
+    assert names and not any(n.startswith("build-environment") for n in names), names
