@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import shlex
 import uuid
 from dataclasses import dataclass
@@ -133,7 +132,8 @@ def _launch(runner: Any, slots: list[Slot], kind: str, per_instance: int, parame
         runner.submit(run_command, parameters={**parameters, "log_file": str(logs / "std_log.txt")}).result()
         return
     master = worker_host(slots[0].worker)
-    port = free_port() if master == "127.0.0.1" else random.randint(29500, 29999)
+    # Asked on the rank-0 worker, on every interface: the port must be free where MASTER_ADDR is.
+    port = runner.client.run(free_port, "", workers=[slots[0].worker])[slots[0].worker]
     stop_file = logs.parent / "stop-ranks"  # written on the first failure: the others are killed, not left to hang
     futures = {}
     for slot in slots:

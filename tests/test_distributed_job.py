@@ -83,3 +83,32 @@ def test_bad_distribution(source, distribution, message):
     state = train_job(script="ddp.py", source_directory=str(source), distribution=distribution, return_state=True)
     with pytest.raises(ConfigurationError, match=message):
         state.result()
+
+
+def test_rendezvous_port_is_free_on_a_remote_rank0_worker(source):
+    """MASTER_PORT is asked of the rank-0 worker: ports busy on its host are never handed out."""
+    import socket
+
+    from prefect_mltrain.blocks import DaskCompute
+
+    host = "127.0.0.2"  # a host other than this flow's 127.0.0.1, as a remote worker's is
+    remote = DaskCompute(cluster_class="distributed.LocalCluster", cluster_kwargs={
+        "n_workers": 2, "threads_per_worker": 1, "processes": False, "protocol": "tcp://", "host": host})
+    busy = []
+    for port in range(29500, 30000):  # torch's usual range, taken by other jobs' rendezvous
+        sock = socket.socket()
+        try:
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            continue
+        sock.listen()
+        busy.append(sock)
+    try:
+        result = train_job(script="ddp.py", source_directory=str(source), compute=remote, instance_count=2,
+                           distribution={"type": "pytorch", "process_count_per_instance": 1})
+    finally:
+        for sock in busy:
+            sock.close()
+    logs = flow_run_logs(result.flow_run_url.rsplit("/", 1)[-1], "rendezvous complete")
+    assert "rendezvous complete [1]" in logs
