@@ -68,6 +68,11 @@ def test_a_run_id_that_never_comes_fails_the_import_clearly(job, tmp_path):
     assert "Fix: raise MLTRAIN_RUN_ID_TIMEOUT" in out.stderr
 
 
+def test_a_timeout_that_is_not_a_number_is_named(job, tmp_path):
+    out = job(MLTRAIN_RUN_ID_FILE=str(tmp_path / "run.json"), MLTRAIN_RUN_ID_TIMEOUT="2m")
+    assert "MLTRAIN_RUN_ID_TIMEOUT must be a number of seconds, but got '2m'." in out.stderr
+
+
 def test_a_run_that_could_not_be_created_fails_the_import_at_once(job, tmp_path):
     (tmp_path / "run.json").write_text(json.dumps({"error": "ConnectionError: tracking server down"}))
     out = job(MLTRAIN_RUN_ID_FILE=str(tmp_path / "run.json"))

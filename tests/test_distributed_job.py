@@ -52,7 +52,9 @@ def test_processes_per_instance_meet_at_the_rendezvous(source, project_home):
 def test_instances_map_to_distinct_workers(source, compute):
     result = train_job(script="ddp.py", source_directory=str(source), compute=compute, instance_count=2,
                        distribution={"type": "mpi", "process_count_per_instance": 1})
-    logs = flow_run_logs(result.flow_run_url.rsplit("/", 1)[-1], "rank=1")
+    flow_run_id = result.flow_run_url.rsplit("/", 1)[-1]
+    flow_run_logs(flow_run_id, "rank=0")  # the ranks' lines reach the API in either order
+    logs = flow_run_logs(flow_run_id, "rank=1")
     assert {"rank=0 local_rank=0 node_rank=0 world=2", "rank=1 local_rank=0 node_rank=1 world=2"} <= set(logs)
 
 

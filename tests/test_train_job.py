@@ -186,7 +186,19 @@ def test_a_cached_environment_is_reused_without_a_build_task(tmp_path, prefect_c
     assert names and not any(n.startswith("build-environment") for n in names), names
 
 
-def test_python_job_starts_before_its_run_exists_and_logs_into_it(tmp_path):
+@pytest.fixture
+def slow_tracking_store(monkeypatch):
+    """A store that takes 3 s to answer, as a cold `import mlflow` and SQLite store or a far server do."""
+    ensure_experiment = MlflowTracking.ensure_experiment
+
+    def slow(self, name=None):
+        time.sleep(3)
+        return ensure_experiment(self, name)
+
+    monkeypatch.setattr(MlflowTracking, "ensure_experiment", slow)
+
+
+def test_python_job_starts_before_its_run_exists_and_logs_into_it(tmp_path, slow_tracking_store):
     """The script's first line comes before the MLflow run exists; `import mlflow` then finds the run."""
     (tmp_path / "early.py").write_text(textwrap.dedent("""
         import os
@@ -214,7 +226,7 @@ def test_shell_command_sees_mlflow_run_id_from_the_start(tmp_path):
     assert f"run={result.mlflow_run_id} experiment={result.experiment_id}" in logs
 
 
-def test_a_run_that_cannot_be_created_stops_the_started_job(tmp_path):
+def test_a_run_that_cannot_be_created_stops_the_started_job(tmp_path, slow_tracking_store):
     (tmp_path / "slow.py").write_text("import time; print('started', flush=True); time.sleep(60)")
     started = time.monotonic()
     state = train_job(script="slow.py", source_directory=str(tmp_path), tracking=MlflowTracking(tracking_uri="nosuch://store"),

@@ -27,7 +27,13 @@ RUN_ID_TIMEOUT = "MLTRAIN_RUN_ID_TIMEOUT"
 def _wait_for_run_file():
     """Set MLFLOW_RUN_ID (and MLFLOW_EXPERIMENT_ID) from the run-id file, waiting for it."""
     path = os.environ[RUN_ID_FILE]
-    timeout = float(os.environ.get(RUN_ID_TIMEOUT) or 120)
+    try:
+        timeout = float(os.environ.get(RUN_ID_TIMEOUT) or 120)
+    except ValueError:
+        raise ValueError(
+            "prefect-mltrain: %s must be a number of seconds, but got %r."
+            % (RUN_ID_TIMEOUT, os.environ[RUN_ID_TIMEOUT])
+        ) from None
     deadline = time.monotonic() + timeout
     while not os.path.exists(path):
         if time.monotonic() >= deadline:
