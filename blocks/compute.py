@@ -198,6 +198,14 @@ class DaskCompute(Block):
                 f"{self.address}`), or correct the address."
             ) from None
 
+    def runs_on_this_machine(self) -> bool:
+        """Whether the workers run on this machine, seeing its files: a local cluster this block starts.
+
+        >>> DaskCompute().runs_on_this_machine(), DaskCompute(address="tcp://10.0.0.5:8786").runs_on_this_machine()
+        (True, False)
+        """
+        return self.address is None and self.cluster_class in ("auto", LOCAL_CLUSTER, LOCAL_CUDA_CLUSTER)
+
     def worker_resources(self) -> dict[str, float]:
         """Dask resources each training task asks for (`{"GPU": n}` when it needs GPUs)."""
         return {"GPU": self.gpus_per_trial} if self.gpus_per_trial else {}

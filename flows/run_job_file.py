@@ -5,6 +5,8 @@ from __future__ import annotations
 import shlex
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from prefect.logging import get_run_logger
 from prefect_mltrain.blocks._load import resolve_block
 from prefect_mltrain.blocks.environment import TrainingEnvironment
 from prefect_mltrain.errors import ConfigurationError
+from prefect_mltrain.flows._links import flow_run_info
 from prefect_mltrain.flows.sweep import SweepResult, sweep
 from prefect_mltrain.flows.train_job import JobResult, train_job
 from prefect_mltrain.jobfile import JobFile, load_job_file, render_command
@@ -32,24 +35,32 @@ def job_environment(job: JobFile) -> TrainingEnvironment | str | None:
     return TrainingEnvironment(**fields)
 
 
-def _stage_inputs(job: JobFile) -> dict[str, str]:
-    """Paths the command sees for file inputs: the original (mounts) or a private copy (download)."""
+@contextmanager
+def _staged_inputs(job: JobFile) -> Iterator[dict[str, str]]:
+    """Paths the command sees for file inputs: the original (mount) or a private copy (download).
+
+    The copies are the job's scratch, as on an Azure ML compute's disk: their folder
+    (`<runs>/inputs/<flow run id>`) is removed when the job ends, whether it succeeded or not.
+    """
     staged: dict[str, str] = {}
-    copies = MltrainSettings().runs_dir / "inputs" / uuid.uuid4().hex
-    for name, item in job.inputs.items():
-        if item.path is None:
-            continue
-        if item.mode == "download":
-            target = copies / name / Path(item.path).name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if Path(item.path).is_dir():
-                shutil.copytree(item.path, target)
+    copies = MltrainSettings().runs_dir / "inputs" / (flow_run_info()["id"] or uuid.uuid4().hex)
+    try:
+        for name, item in job.inputs.items():
+            if item.path is None:
+                continue
+            if item.mode == "download":
+                target = copies / name / Path(item.path).name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if Path(item.path).is_dir():
+                    shutil.copytree(item.path, target)
+                else:
+                    shutil.copy2(item.path, target)
+                staged[name] = str(target)
             else:
-                shutil.copy2(item.path, target)
-            staged[name] = str(target)
-        else:
-            staged[name] = item.path
-    return staged
+                staged[name] = item.path
+        yield staged
+    finally:
+        shutil.rmtree(copies, ignore_errors=True)
 
 
 # Azure ML's `limits` keys that `Limits` spells differently.
@@ -75,8 +86,9 @@ def run_job_file(path: str, overrides: list[str] | None = None) -> JobResult | S
     """Run an Azure ML CLI v2 job file: `type: command` as a `train_job`, `type: sweep` as a `sweep`.
 
     `code`, `command` with `${{inputs.x}}` / `${{outputs.x}}`, literal and local
-    `uri_file`/`uri_folder` inputs (mount or download), outputs (folders under `./outputs`,
-    kept as artifacts), `environment` (image, conda_file, build with a Dockerfile context,
+    `uri_file`/`uri_folder` inputs (mount, or download: a private copy removed when the job
+    ends), outputs (folders under `./outputs`, kept as artifacts), `environment` (image,
+    conda_file, build with a Dockerfile context,
     environment_variables, or `{block: <name>}`), `compute` (`local`,
     or the name of a DaskCompute block in place of `azureml:<cluster>`), `experiment_name`,
     `display_name`, `tags`, and `distribution` with `resources.instance_count` are honoured.
@@ -90,15 +102,16 @@ def run_job_file(path: str, overrides: list[str] | None = None) -> JobResult | S
     """
     job = load_job_file(path, overrides)
     outputs = {name: f"outputs/{name}" for name in job.outputs}
-    command = render_command(job, _stage_inputs(job), outputs)
-    if job.type == "sweep":
-        return _run_sweep(job, command)
-    if outputs:  # Azure ML creates output folders before the command starts
-        command = f"mkdir -p {' '.join(shlex.quote(p) for p in outputs.values())} && {command}"
-    get_run_logger().info("Job file %s: %s", job.path.name, command)
-    tags: dict[str, Any] = {**job.tags, "mltrain.job_file": str(job.path)}
-    return train_job(
-        command=command, source_directory=str(job.code), environment=job_environment(job),
-        compute=job.compute, experiment_name=job.experiment_name, display_name=job.display_name,
-        tags=tags, distribution=job.distribution, instance_count=job.instance_count,
-    )
+    with _staged_inputs(job) as inputs:
+        command = render_command(job, inputs, outputs)
+        if job.type == "sweep":
+            return _run_sweep(job, command)
+        if outputs:  # Azure ML creates output folders before the command starts
+            command = f"mkdir -p {' '.join(shlex.quote(p) for p in outputs.values())} && {command}"
+        get_run_logger().info("Job file %s: %s", job.path.name, command)
+        tags: dict[str, Any] = {**job.tags, "mltrain.job_file": str(job.path)}
+        return train_job(
+            command=command, source_directory=str(job.code), environment=job_environment(job),
+            compute=job.compute, experiment_name=job.experiment_name, display_name=job.display_name,
+            tags=tags, distribution=job.distribution, instance_count=job.instance_count,
+        )

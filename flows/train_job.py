@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import random
 import shlex
 import uuid
 from dataclasses import dataclass
@@ -25,11 +24,12 @@ from prefect_mltrain.containers import ContainerSpec, local_store_paths
 from prefect_mltrain.distribution import Slot, check_distribution, launcher_environment, place, worker_host
 from prefect_mltrain.errors import ConfigurationError, JobFailedError, ModelRegistrationError
 from prefect_mltrain.flows._links import TrackedRun, flow_run_info, mlflow_tags, publish_run_links
+from prefect_mltrain.flows._pending_run import RUN_ID_FILE_VARIABLE, PendingRun, starts_before_run, write_atomically
 from prefect_mltrain.frameworks import detect_framework
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.stack import free_port
 from prefect_mltrain.tasks.command import run_command
-from prefect_mltrain.tasks.environment import build_environment
+from prefect_mltrain.tasks.environment import BuiltEnvironment, build_environment, cached_build
 from prefect_mltrain.tasks.register import register_model
 from prefect_mltrain.tasks.snapshot import snapshot_source
 
@@ -117,36 +117,51 @@ def _slots(runner: Any, kind: str, instance_count: int, per_instance: int) -> li
     return place({addr: w["nthreads"] for addr, w in workers.items()}, instance_count, per_instance)
 
 
-def _launch(runner: Any, slots: list[Slot], kind: str, per_instance: int, parameters: dict[str, Any],
-            logs: Path) -> None:
-    """Run the command once per slot, all at once, and fail with the first rank that failed."""
+def _environment(runner: Any, env: TrainingEnvironment, target: DaskCompute) -> BuiltEnvironment:
+    """The built environment: a cache hit read here when the workers share this machine, else a task."""
+    if target.runs_on_this_machine():
+        built = cached_build(env)
+        if built is not None:
+            return built  # no task run for reading one small file
+    return runner.submit(build_environment, parameters={"environment": env}).result()
+
+
+def _submit(runner: Any, slots: list[Slot], kind: str, per_instance: int, parameters: dict[str, Any],
+            logs: Path) -> dict[Any, int]:
+    """Start the command once per slot, all at once; return each rank's future."""
     if kind == "single":
-        runner.submit(run_command, parameters={**parameters, "log_file": str(logs / "std_log.txt")}).result()
-        return
+        return {runner.submit(run_command, parameters={**parameters, "log_file": str(logs / "std_log.txt")}): 0}
     master = worker_host(slots[0].worker)
-    port = free_port() if master == "127.0.0.1" else random.randint(29500, 29999)
-    stop_file = logs.parent / "stop-ranks"  # written on the first failure: the others are killed, not left to hang
+    # Asked on the rank-0 worker, on every interface: the port must be free where MASTER_ADDR is.
+    port = runner.client.run(free_port, "", workers=[slots[0].worker])[slots[0].worker]
     futures = {}
     for slot in slots:
         env = {**parameters["env"], **launcher_environment(slot, len(slots), per_instance, master, port, kind)}
         with dask.annotate(workers=[slot.worker], allow_other_workers=False):
             future = runner.submit(
                 run_command.with_options(task_run_name=f"run-command-rank-{slot.rank}"),
-                parameters={**parameters, "env": env, "stop_file": str(stop_file),
-                            "log_file": str(logs / f"std_log_process_{slot.rank:02d}.txt")},
+                parameters={**parameters, "env": env, "log_file": str(logs / f"std_log_process_{slot.rank:02d}.txt")},
             )
         futures[future] = slot.rank
+    return futures
+
+
+def _wait(futures: dict[Any, int], stop_file: Path) -> None:
+    """Wait for every rank; fail with the first rank that failed, the others stopped."""
+    if len(futures) == 1:
+        next(iter(futures)).result()
+        return
     failures = []
     for future in as_completed(list(futures)):
         try:
             future.result()
         except JobFailedError as exc:
-            if not failures:
-                stop_file.touch()
+            if not failures:  # the others are killed, not left to hang
+                write_atomically(stop_file, "another process of this distributed job failed")
             failures.append((futures[future], exc))
     if failures:
         rank, exc = failures[0]  # the first to fail is the cause; the rest were stopped
-        raise JobFailedError(f"Rank {rank} of {len(slots)} failed first (ranks failed: {sorted(r for r, _ in failures)}). {exc}",
+        raise JobFailedError(f"Rank {rank} of {len(futures)} failed first (ranks failed: {sorted(r for r, _ in failures)}). {exc}",
                              exit_code=exc.exit_code, stderr_tail=exc.stderr_tail)
 
 
@@ -180,6 +195,12 @@ def train_job(
     and the command run on the Dask compute with its output streamed into this flow run's
     logs. The script gets `MLFLOW_TRACKING_URI` and `MLFLOW_RUN_ID`, so `mlflow.log_metric`
     and `mlflow.autolog()` land in the job's run; `./outputs` and `./logs` become artifacts.
+
+    The MLflow run is created while the job starts. A Python job (`script`, or a `command`
+    of `python ...` steps; see `starts_before_run`) does not wait for it: `MLFLOW_RUN_ID` and
+    `MLFLOW_EXPERIMENT_ID` appear in its `os.environ` when it imports mlflow, which waits
+    for the run if need be (`MLTRAIN_RUN_ID_TIMEOUT` seconds, 120 by default). Any other
+    command starts once the run exists, with `MLFLOW_RUN_ID` set from the start.
 
     Args:
         script: Python file to run, relative to `source_directory`.
@@ -217,55 +238,74 @@ def train_job(
     settings = MltrainSettings()
     info = flow_run_info()
     run_dir = settings.runs_dir / (info["id"] or uuid.uuid4().hex)
-    snap = snapshot_source(source, run_dir / "snapshot", settings.snapshot_max_mb, ignore_file)
-    logger.info("Snapshot: %d files, %.2f MB, fingerprint %s", snap.files, snap.bytes / 1e6, snap.fingerprint[:12])
-    workdir = Path(snap.path)
-    for sub in ("outputs", "logs"):
-        (workdir / sub).mkdir(exist_ok=True)
-    experiment_id = tracker.ensure_experiment(experiment_name)
+    argv = _job_argv(script, command, arguments or [])
+    stop_file = run_dir / "stop-job"  # its appearance kills the command (see run_command)
+    # The MLflow run is made on a thread; a Python job starts without waiting for it.
+    early = starts_before_run(script, command)
+    with PendingRun(tracker, experiment_name, display_name or info["name"] or None,
+                    run_dir / "mlflow" / "run.json", stop_file) as pending:
+        if not early or env.is_container:  # they need the run (an image: its experiment) to start
+            pending.start()
+        snap = snapshot_source(source, run_dir / "snapshot", settings.snapshot_max_mb, ignore_file)
+        logger.info("Snapshot: %d files, %.2f MB, fingerprint %s", snap.files, snap.bytes / 1e6, snap.fingerprint[:12])
+        workdir = Path(snap.path)
+        for sub in ("outputs", "logs"):
+            (workdir / sub).mkdir(exist_ok=True)
 
-    with target.task_runner() as runner:
-        slots = _slots(runner, kind, instance_count, per_instance)
-        built = runner.submit(build_environment, parameters={"environment": env}).result()
-        logger.info("Environment %s (%s) %s", built.content_hash[:12], built.kind, "reused" if built.cached else "built")
-        run_tags = {
-            **mlflow_tags(info),
-            "mltrain.environment_hash": built.content_hash,
-            "mltrain.source_fingerprint": snap.fingerprint,
-            "mltrain.command": " ".join(_job_argv(script, command, arguments or [])),
-            **(tags or {}),
-        }
-        with tracker.start_run(experiment_id, run_name=display_name or info["name"] or None, tags=run_tags) as run:
-            run_id = run.info.run_id
-            url = tracker.run_url(experiment_id, run_id)
-            publish_run_links(url, run_id, tracker.ui_command(), {
-                "MLflow run": run_id, "Run folder": str(run_dir), "Environment": built.content_hash[:16],
+        with target.task_runner() as runner:
+            slots = _slots(runner, kind, instance_count, per_instance)
+            built = _environment(runner, env, target)
+            logger.info("Environment %s (%s) %s", built.content_hash[:12], built.kind, "reused" if built.cached else "built")
+            pending.create({
+                **mlflow_tags(info),
+                "mltrain.environment_hash": built.content_hash,
+                "mltrain.source_fingerprint": snap.fingerprint,
+                "mltrain.command": " ".join(argv),
+                **(tags or {}),
             })
-            logger.info("MLflow run %s: %s", run_id, url)
             job_env = {
                 **env.job_environment(),
-                **tracker.environment_variables(run_id, experiment_id),
+                **tracker.environment_variables(),
                 "PYTHONUNBUFFERED": "1",
                 "PYTHONPATH": _job_pythonpath(env),
             }
-            client = tracker.client()
-            argv = _job_argv(script, command, arguments or [])
+            if early:
+                job_env[RUN_ID_FILE_VARIABLE] = str(pending.run_file)  # read on `import mlflow`
+            else:  # e.g. a shell line using $MLFLOW_RUN_ID: it starts once the run exists
+                job_env |= tracker.environment_variables(pending.run_id.result(), pending.experiment_id.result())
             container = None
             if built.image:
                 # In the image: its own PATH and Python; the MLflow store mounted at its path.
                 argv = [built.python, *argv[1:]] if script is not None else argv
-                artifacts = client.get_experiment(experiment_id).artifact_location
-                mounts = [*local_store_paths(job_env, artifacts), str(BOOTSTRAP_DIR)]  # see BOOTSTRAP_DIR
+                artifacts = tracker.client().get_experiment(pending.experiment_id.result()).artifact_location
+                mounts = [*local_store_paths(job_env, artifacts), str(BOOTSTRAP_DIR), str(pending.run_file.parent)]
                 container = ContainerSpec(built.image, mounts, target.gpus_per_trial)
             else:
                 job_env["PATH"] = f"{built.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
                 if built.prefix:
                     job_env["VIRTUAL_ENV"] = built.prefix
+            ranks = _submit(runner, slots, kind, per_instance, {
+                "argv": argv, "cwd": str(workdir), "env": job_env, "timeout_seconds": timeout_seconds,
+                "container": container, "stop_file": str(stop_file),
+            }, run_dir / "user_logs")
+            # Once the command is up (run_command opens its log just before starting it): this
+            # process's threads share one GIL, and importing mlflow would slow that start down.
+            pending.start(after=lambda: any((run_dir / "user_logs").glob("std_log*.txt")))
             try:
-                _launch(runner, slots, kind, per_instance, {
-                    "argv": argv, "cwd": str(workdir), "env": job_env,
-                    "timeout_seconds": timeout_seconds, "container": container,
-                }, run_dir / "user_logs")
+                run_id = pending.run_id.result()
+            except Exception:
+                for future in ranks:  # killed through the stop file; the run's error is the cause
+                    future.wait()
+                raise
+            experiment_id = pending.experiment_id.result()
+            url = tracker.run_url(experiment_id, run_id)
+            publish_run_links(url, run_id, tracker.ui_command(), {
+                "MLflow run": run_id, "Run folder": str(run_dir), "Environment": built.content_hash[:16],
+            })
+            logger.info("MLflow run %s: %s", run_id, url)
+            client = tracker.client()
+            try:
+                _wait(ranks, stop_file)
             finally:
                 for sub, path in (("outputs", workdir / "outputs"), ("logs", workdir / "logs"), ("user_logs", run_dir / "user_logs")):
                     if path.is_dir() and any(path.iterdir()):

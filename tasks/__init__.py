@@ -1,7 +1,7 @@
 """Tasks: reusable units of work."""
 
 from prefect_mltrain.tasks.command import run_command
-from prefect_mltrain.tasks.environment import BuiltEnvironment, build, build_environment
+from prefect_mltrain.tasks.environment import BuiltEnvironment, build, build_environment, cached_build
 from prefect_mltrain.tasks.pytorch_data import ImageDirectory, check_same_classes, scan_image_directory
 from prefect_mltrain.tasks.pytorch_model import ImageClassifier, load_model_dir, save_model_dir
 from prefect_mltrain.tasks.pytorch_score import score_folder, score_images
@@ -27,6 +27,7 @@ __all__ = [
     "TrainConfig",
     "build",
     "build_environment",
+    "cached_build",
     "check_same_classes",
     "fit_estimator",
     "load_dataset",

@@ -29,7 +29,8 @@ def run_command(
     `container`, `argv` runs in that image (`docker run`, built here on the worker) with
     `cwd` mounted as its working directory and `env` passed in; the container is removed
     afterwards whatever happened. When `stop_file` appears (a distributed job whose other
-    rank failed), the command is killed.
+    rank failed, or a job whose MLflow run could not be created), the command is killed; the
+    file says why.
 
     Returns:
         The exit code, 0.
@@ -61,8 +62,9 @@ def run_command(
             if name is not None:  # killing the `docker run` client alone leaves the container
                 remove_container(name)
     if result.stopped:
+        reason = Path(stop_file).read_text().strip() if stop_file else ""
         raise JobFailedError(
-            "Stopped because another process of this distributed job failed.",
+            f"Stopped because {reason or 'the flow asked it to stop'}.",
             exit_code=result.exit_code, stderr_tail=result.stderr_tail,
         )
     if result.timed_out:

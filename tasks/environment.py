@@ -229,6 +229,25 @@ def _build_into(prefix: Path, environment: TrainingEnvironment, spec: dict[str, 
     return "pip"
 
 
+def cached_build(environment: TrainingEnvironment, envs_dir: Path | None = None) -> BuiltEnvironment | None:
+    """The environment as this machine already has it, or None when `build` has work to do.
+
+    Builds nothing and reads at most one small file, so a flow whose workers share this
+    machine can skip the build task on a cache hit. Docker environments give None: their
+    cache is the Docker engine's, looked up by `build`.
+    """
+    if environment.is_container:
+        return None
+    spec = environment.spec()
+    digest = hash_spec(spec)
+    if spec["kind"] == "user-managed":
+        if not is_executable(spec["python"]):
+            return None  # `build` raises the error that says so
+        return BuiltEnvironment(digest, "user-managed", spec["python"], None, True, 0.0, None)
+    marker = _read_marker((envs_dir or MltrainSettings().envs_dir) / digest[:16])
+    return None if marker is None else BuiltEnvironment(**{**marker["built"], "cached": True})
+
+
 def build(environment: TrainingEnvironment, envs_dir: Path | None = None, installer: str | None = None) -> BuiltEnvironment:
     """Build `environment`, or return the cached build of the same content hash.
 

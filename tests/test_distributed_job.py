@@ -52,7 +52,9 @@ def test_processes_per_instance_meet_at_the_rendezvous(source, project_home):
 def test_instances_map_to_distinct_workers(source, compute):
     result = train_job(script="ddp.py", source_directory=str(source), compute=compute, instance_count=2,
                        distribution={"type": "mpi", "process_count_per_instance": 1})
-    logs = flow_run_logs(result.flow_run_url.rsplit("/", 1)[-1], "rank=1")
+    flow_run_id = result.flow_run_url.rsplit("/", 1)[-1]
+    flow_run_logs(flow_run_id, "rank=0")  # the ranks' lines reach the API in either order
+    logs = flow_run_logs(flow_run_id, "rank=1")
     assert {"rank=0 local_rank=0 node_rank=0 world=2", "rank=1 local_rank=0 node_rank=1 world=2"} <= set(logs)
 
 
@@ -83,3 +85,32 @@ def test_bad_distribution(source, distribution, message):
     state = train_job(script="ddp.py", source_directory=str(source), distribution=distribution, return_state=True)
     with pytest.raises(ConfigurationError, match=message):
         state.result()
+
+
+def test_rendezvous_port_is_free_on_a_remote_rank0_worker(source):
+    """MASTER_PORT is asked of the rank-0 worker: ports busy on its host are never handed out."""
+    import socket
+
+    from prefect_mltrain.blocks import DaskCompute
+
+    host = "127.0.0.2"  # a host other than this flow's 127.0.0.1, as a remote worker's is
+    remote = DaskCompute(cluster_class="distributed.LocalCluster", cluster_kwargs={
+        "n_workers": 2, "threads_per_worker": 1, "processes": False, "protocol": "tcp://", "host": host})
+    busy = []
+    for port in range(29500, 30000):  # torch's usual range, taken by other jobs' rendezvous
+        sock = socket.socket()
+        try:
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            continue
+        sock.listen()
+        busy.append(sock)
+    try:
+        result = train_job(script="ddp.py", source_directory=str(source), compute=remote, instance_count=2,
+                           distribution={"type": "pytorch", "process_count_per_instance": 1})
+    finally:
+        for sock in busy:
+            sock.close()
+    logs = flow_run_logs(result.flow_run_url.rsplit("/", 1)[-1], "rendezvous complete")
+    assert "rendezvous complete [1]" in logs

@@ -1,5 +1,6 @@
 """TrainingEnvironment specs, content hashes, and virtualenv builds that are atomic and cached."""
 
+import dataclasses
 import json
 import sys
 import threading
@@ -10,7 +11,7 @@ from pydantic import SecretStr, ValidationError
 
 from prefect_mltrain.blocks import TrainingEnvironment
 from prefect_mltrain.errors import EnvironmentBuildError, EnvironmentSpecError
-from prefect_mltrain.tasks.environment import MARKER, build, find_python
+from prefect_mltrain.tasks.environment import MARKER, build, cached_build, find_python
 
 CONDA = """
 name: pytorch-env
@@ -109,6 +110,15 @@ def test_build_then_cache_hit_never_rebuilds(tmp_path, installer):
     out = subprocess.run([built.python, "-c", "import six, sys; print(six.__version__, sys.prefix)"],
                          capture_output=True, text=True, check=True)
     assert out.stdout.split()[0] == "1.16.0" and out.stdout.split()[1].startswith(str(tmp_path))
+
+
+def test_cached_build_finds_what_build_made_and_builds_nothing(tmp_path):
+    env = TrainingEnvironment(pip_requirements=["six==1.16.0"])
+    assert cached_build(env, tmp_path) is None and list(tmp_path.iterdir()) == []
+    built = build(env, tmp_path)
+    assert cached_build(env, tmp_path) == dataclasses.replace(built, cached=True)
+    assert cached_build(TrainingEnvironment(), tmp_path).python == sys.executable
+    assert cached_build(TrainingEnvironment(python_executable="/nope/python"), tmp_path) is None  # build says why
 
 
 def test_failed_build_leaves_nothing(tmp_path):

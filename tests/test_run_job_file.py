@@ -57,6 +57,32 @@ def test_job_file_runs_with_inputs_outputs_and_overrides(job_dir):
     assert "greeting hello" in line and str(job_dir / "data.csv") not in line  # download mode: a private copy
 
 
+@pytest.mark.parametrize("exit_code", [0, 1])
+def test_download_copies_are_removed_when_the_job_ends(tmp_path, exit_code):
+    seen = tmp_path / "seen.txt"
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "show.py").write_text(textwrap.dedent(f"""
+        import sys
+        with open({str(seen)!r}, "w") as f:
+            f.write(sys.argv[1] + " " + open(sys.argv[1]).read())
+        sys.exit(int(sys.argv[2]))
+    """))
+    (tmp_path / "data.csv").write_text("rows")
+    (tmp_path / "job.yml").write_text(textwrap.dedent("""
+        type: command
+        code: src
+        command: python show.py ${{inputs.data}} ${{inputs.code}}
+        inputs:
+          data: {type: uri_file, path: data.csv, mode: download}
+          code: 0
+    """))
+    state = run_job_file(str(tmp_path / "job.yml"), [f"inputs.code={exit_code}"], return_state=True)
+    assert state.is_completed() == (exit_code == 0)
+    copy, content = seen.read_text().split()
+    assert content == "rows" and copy != str(tmp_path / "data.csv")  # the job read a private copy
+    assert not Path(copy).exists() and not Path(copy).parent.parent.exists()
+
+
 def test_environment_block_and_unknown_compute(job_dir, unique_name):
     TrainingEnvironment(environment_variables={"GREETING": "from-block"}).save(unique_name)
     text = (job_dir / "job.yml").read_text() + f"environment: {{block: {unique_name}}}\ncompute: azureml:no-such-cluster\n"

@@ -2,6 +2,7 @@
 
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -168,3 +169,71 @@ def test_autolog_and_later_metrics_share_the_job_run(tmp_path, compute):
     assert [r.info.run_id for r in experiment_runs if "prefect.flow_run_id" not in r.data.tags] == []
     assert {"after_fit", "training_accuracy_score"} <= set(result.metrics)
     assert runs[0].data.params["max_depth"] == "2"
+
+
+def test_a_cached_environment_is_reused_without_a_build_task(tmp_path, prefect_client):
+    """The default compute shares this machine's cache: a hit is read in the flow, not in a task run."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    (tmp_path / "hello.py").write_text("print('hello', flush=True)")
+    result = train_job(script="hello.py", source_directory=str(tmp_path))
+    flow_run_id = result.flow_run_url.rsplit("/", 1)[-1]
+    assert any(m.endswith("(user-managed) reused") for m in flow_run_logs(flow_run_id, "reused"))
+    flow_filter = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    deadline = time.monotonic() + 15
+    while not (names := [t.name for t in prefect_client.read_task_runs(flow_run_filter=flow_filter)]) and time.monotonic() < deadline:
+        time.sleep(0.5)  # task runs reach the API as events, a little later
+    assert names and not any(n.startswith("build-environment") for n in names), names
+
+
+@pytest.fixture
+def slow_tracking_store(monkeypatch):
+    """A store that takes 3 s to answer, as a cold `import mlflow` and SQLite store or a far server do."""
+    ensure_experiment = MlflowTracking.ensure_experiment
+
+    def slow(self, name=None):
+        time.sleep(3)
+        return ensure_experiment(self, name)
+
+    monkeypatch.setattr(MlflowTracking, "ensure_experiment", slow)
+
+
+def test_python_job_starts_before_its_run_exists_and_logs_into_it(tmp_path, slow_tracking_store):
+    """The script's first line comes before the MLflow run exists; `import mlflow` then finds the run."""
+    (tmp_path / "early.py").write_text(textwrap.dedent("""
+        import os
+        run_file = os.environ["MLTRAIN_RUN_ID_FILE"]
+        print("at start: run id set", "MLFLOW_RUN_ID" in os.environ, "run file there", os.path.exists(run_file), flush=True)
+        import mlflow
+        mlflow.log_metric("early", 1.0)
+        print("after import: run", os.environ["MLFLOW_RUN_ID"], "experiment", os.environ["MLFLOW_EXPERIMENT_ID"], flush=True)
+    """))
+    result = train_job(script="early.py", source_directory=str(tmp_path), tags={"team": "speed"})
+    logs = flow_run_logs(result.flow_run_url.rsplit("/", 1)[-1], "after import")
+    assert "at start: run id set False run file there False" in logs
+    assert f"after import: run {result.mlflow_run_id} experiment {result.experiment_id}" in logs
+    run = MlflowTracking().client().get_run(result.mlflow_run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics == {"early": 1.0}
+    assert run.data.tags["team"] == "speed" and run.data.tags["mltrain.environment_hash"]
+    assert run.data.tags["prefect.flow_run_id"] == result.flow_run_url.rsplit("/", 1)[-1]
+    assert [r.info.run_id for r in mlflow_runs_of(run.data.tags["prefect.flow_run_id"])] == [result.mlflow_run_id]
+
+
+def test_shell_command_sees_mlflow_run_id_from_the_start(tmp_path):
+    (tmp_path / "keep").write_text("")
+    result = train_job(command="echo run=$MLFLOW_RUN_ID experiment=$MLFLOW_EXPERIMENT_ID", source_directory=str(tmp_path))
+    logs = flow_run_logs(result.flow_run_url.rsplit("/", 1)[-1], "run=")
+    assert f"run={result.mlflow_run_id} experiment={result.experiment_id}" in logs
+
+
+def test_a_run_that_cannot_be_created_stops_the_started_job(tmp_path, slow_tracking_store):
+    (tmp_path / "slow.py").write_text("import time; print('started', flush=True); time.sleep(60)")
+    started = time.monotonic()
+    state = train_job(script="slow.py", source_directory=str(tmp_path), tracking=MlflowTracking(tracking_uri="nosuch://store"),
+                      return_state=True)
+    with pytest.raises(Exception, match="nosuch"):
+        state.result()
+    assert time.monotonic() - started < 30  # killed, not left to sleep
+    logs = flow_run_logs(str(state.state_details.flow_run_id), "Stopped because")
+    assert "started" in logs
+    assert any("Stopped because its MLflow run could not be created" in m for m in logs)
