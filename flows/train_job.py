@@ -14,7 +14,6 @@ from prefect import flow
 from prefect.futures import as_completed
 from prefect.logging import get_run_logger
 
-import prefect_mltrain
 from prefect_mltrain.blocks._load import resolve_block
 from prefect_mltrain.blocks.compute import DaskCompute
 from prefect_mltrain.blocks.environment import TrainingEnvironment
@@ -26,15 +25,13 @@ from prefect_mltrain.errors import ConfigurationError, JobFailedError, ModelRegi
 from prefect_mltrain.flows._links import TrackedRun, flow_run_info, mlflow_tags, publish_run_links
 from prefect_mltrain.flows._pending_run import RUN_ID_FILE_VARIABLE, PendingRun, starts_before_run, write_atomically
 from prefect_mltrain.frameworks import detect_framework
+from prefect_mltrain.launch import BOOTSTRAP_DIR, job_pythonpath
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.stack import free_port
 from prefect_mltrain.tasks.command import run_command
 from prefect_mltrain.tasks.environment import BuiltEnvironment, build_environment, cached_build
 from prefect_mltrain.tasks.register import register_model
 from prefect_mltrain.tasks.snapshot import snapshot_source
-
-# Its sitecustomize keeps the job's MLflow run active in the script (see that file).
-BOOTSTRAP_DIR = Path(prefect_mltrain.__file__).parent / "bootstrap"
 
 
 def default_command_compute() -> DaskCompute:
@@ -165,11 +162,6 @@ def _wait(futures: dict[Any, int], stop_file: Path) -> None:
                              exit_code=exc.exit_code, stderr_tail=exc.stderr_tail)
 
 
-def _job_pythonpath(env: TrainingEnvironment) -> str:
-    inherited = env.job_environment().get("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
-    return os.pathsep.join(p for p in (str(BOOTSTRAP_DIR), inherited) if p)
-
-
 @flow(name="train-job")
 def train_job(
     script: str | None = None,
@@ -267,7 +259,7 @@ def train_job(
                 **env.job_environment(),
                 **tracker.environment_variables(),
                 "PYTHONUNBUFFERED": "1",
-                "PYTHONPATH": _job_pythonpath(env),
+                "PYTHONPATH": job_pythonpath(env.job_environment()),
             }
             if early:
                 job_env[RUN_ID_FILE_VARIABLE] = str(pending.run_file)  # read on `import mlflow`

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from prefect_mltrain.flows.train_job import BOOTSTRAP_DIR
+from prefect_mltrain.launch import BOOTSTRAP_DIR
 
 FAKE_MLFLOW = """
 _active = None
