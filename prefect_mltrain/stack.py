@@ -61,13 +61,11 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _prefect_executable() -> str:
-    candidate = Path(sys.executable).with_name("prefect")
-    return str(candidate) if candidate.exists() else "prefect"
-
-
 def start_server(home: Path, port: int, timeout: float = 120.0) -> ServerInfo:
     """Start `prefect server start` on 127.0.0.1:`port` with its SQLite database under `home`.
+
+    It runs through `prefect_mltrain.sqlite_server`, so concurrent writers queue instead of
+    failing with `database is locked` (a 503 and a 2 s client retry).
 
     The server runs in its own session so it outlives the caller; stop it with `stop_server`.
 
@@ -99,7 +97,8 @@ def start_server(home: Path, port: int, timeout: float = 120.0) -> ServerInfo:
     log_path = home / "server.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [_prefect_executable(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "prefect_mltrain.sqlite_server", "server", "start",
+             "--host", "127.0.0.1", "--port", str(port)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
