@@ -40,7 +40,7 @@ from prefect_mltrain.errors import ConfigurationError, MltrainError
 from prefect_mltrain.flows._links import flow_run_info, mlflow_tags
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.sweep import charts
-from prefect_mltrain.sweep._optuna import import_optuna
+from prefect_mltrain.sweep._optuna import import_optuna, journal_storage
 from prefect_mltrain.sweep.config import Limits, Objective, as_dataclass
 from prefect_mltrain.sweep.gpu import cuda_env, devices_needed, worker_allocator
 from prefect_mltrain.sweep.sampling import SamplingAlgorithm, sampling_algorithm
@@ -131,10 +131,7 @@ def study_storage(path: Path | str) -> Any:
     processes (and machines sharing the folder). A trial's ask, attributes, reports and tell
     cost about 4 ms here against about 47 ms on SQLite (`RDBStorage`), on every Dask worker.
     """
-    optuna = import_optuna()
-    from optuna.storages.journal import JournalFileBackend
-
-    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    return journal_storage(str(path))
 
 
 def _worker_study(job: SlotJob) -> Any:
