@@ -3,23 +3,26 @@
 Every figure is printed next to a baseline measured in the same run on the same machine, so
 the ratios stay meaningful on a busy or slow box. Not a test: run it by hand.
 
-    python benchmarks/sweep_overhead.py [--trials 20]
+    python benchmarks/sweep_overhead.py [--trials 20] [--ray-python /path/to/ray-venv/bin/python]
 
 It starts its own Prefect server (SQLite) and project home in a temporary folder.
 
 Measured:
 1. Per-trial orchestration overhead with trivial trials (every trial still a flow run), against
-   Optuna in-process ask/tell and a naive subflow-per-trial mapped on prefect-dask.
+   Optuna in-process ask/tell, a naive subflow-per-trial mapped on prefect-dask and, given a
+   Python with `ray[tune]` (`--ray-python`), Ray Tune (`ray_tune_trivial.py`) in the same run.
 2. Speed-up of CPU-bound trials on 2 Dask workers against 1 (ideal: 2x).
-3. Compute saved by early termination (bandit) at equal best score: epochs run with and
-   without the policy over the same grid.
+3. Compute saved by early termination (bandit) at equal best score: epochs and wall time with
+   and without the policy over the same grid.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -76,6 +79,16 @@ def _sweep(compute, trial, space, n: int, concurrent: int, name: str, **kwargs):
     return time.perf_counter() - started, result
 
 
+def _ray_tune(python: str, n: int) -> float:
+    """Ray Tune's ms/trial from `ray_tune_trivial.py`, run by `python` (Ray lives in its own venv)."""
+    script = Path(__file__).with_name("ray_tune_trivial.py")
+    done = subprocess.run([python, str(script), "--trials", str(n)], capture_output=True, text=True, timeout=900)
+    found = re.search(r"([0-9.]+) ms/trial", done.stdout)
+    if done.returncode or not found:
+        raise SystemExit(f"{script.name} failed under {python}:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return float(found.group(1)) / 1000
+
+
 def _compute(workers: int):
     from prefect_mltrain.blocks import DaskCompute
 
@@ -94,9 +107,10 @@ def _epochs(result) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20, help="trivial trials per overhead measurement")
-    parser.add_argument("--repeats", type=int, default=3, help="overhead measurements (the median is printed)")
+    parser.add_argument("--repeats", type=int, default=3, help="overhead and scaling measurements (the median is printed)")
     parser.add_argument("--cpu-trials", type=int, default=8, help="CPU-bound trials for the scaling figure")
     parser.add_argument("--cpu-seconds", type=float, default=1.5, help="seconds of CPU per CPU-bound trial")
+    parser.add_argument("--ray-python", help="a Python with ray[tune] installed, to measure Ray Tune in the same run")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="mltrain-bench-"))
@@ -133,33 +147,48 @@ def main() -> None:
               f"{total / (n + 2) * 1000:.1f} ms/trial)")
         print(f"  ratio sweep / naive             : {per_trial_s / naive_s:8.2f}")
         print(f"  ratio sweep / optuna in-process : {per_trial_s / optuna_s:8.0f}")
+        if args.ray_python:
+            ray_s = _ray_tune(args.ray_python, n)
+            print(f"  ray tune (its own venv, 2 CPUs) : {ray_s * 1000:8.1f} ms/trial")
+            print(f"  ratio sweep / ray tune          : {per_trial_s / ray_s:8.2f}")
 
         busy = FunctionTrial(examples.busy)
         cpu_space = {"x": uniform(0, 1), "seconds": choice([args.cpu_seconds])}
         one = _compute(1)
         _sweep(one, trivial, space, 2, 1, "warm-up-one")
-        f1, _ = _sweep(one, trivial, space, 1, 1, "fixed-one")
-        f2, _ = _sweep(two, trivial, space, 2, 2, "fixed-two")
-        t1, _ = _sweep(one, busy, cpu_space, args.cpu_trials, 1, "cpu-one")
-        t2, _ = _sweep(two, busy, cpu_space, args.cpu_trials, 2, "cpu-two")
-        print(f"[scaling] {args.cpu_trials} CPU-bound trials of {args.cpu_seconds} s "
+        # Median of `repeats`: a sweep's end waits for Prefect's flow-run heartbeat thread, which
+        # sleeps in whole seconds, so single sweep times come in steps of about a second.
+        runs: dict[str, list[float]] = {"f1": [], "f2": [], "t1": [], "t2": []}
+        for rep in range(args.repeats):
+            runs["f1"].append(_sweep(one, trivial, space, 1, 1, f"fixed-one-{rep}")[0])
+            runs["f2"].append(_sweep(two, trivial, space, 2, 2, f"fixed-two-{rep}")[0])
+            runs["t1"].append(_sweep(one, busy, cpu_space, args.cpu_trials, 1, f"cpu-one-{rep}")[0])
+            runs["t2"].append(_sweep(two, busy, cpu_space, args.cpu_trials, 2, f"cpu-two-{rep}")[0])
+        f1, f2, t1, t2 = (statistics.median(runs[k]) for k in ("f1", "f2", "t1", "t2"))
+        print(f"[scaling] {args.cpu_trials} CPU-bound trials of {args.cpu_seconds} s, median of {args.repeats} "
               f"(the Prefect server and the sweep share the same {os.cpu_count()} CPUs)")
-        print(f"  1 worker  : {t1:6.2f} s (a trivial 1-trial sweep: {f1:.2f} s)")
-        print(f"  2 workers : {t2:6.2f} s (a trivial 2-trial sweep: {f2:.2f} s)")
+        print(f"  1 worker  : {t1:6.2f} s (runs: {', '.join(f'{t:.2f}' for t in runs['t1'])}; "
+              f"a trivial 1-trial sweep: {f1:.2f} s)")
+        print(f"  2 workers : {t2:6.2f} s (runs: {', '.join(f'{t:.2f}' for t in runs['t2'])}; "
+              f"a trivial 2-trial sweep: {f2:.2f} s)")
         print(f"  speed-up, whole sweeps         : {t1 / t2:6.2f}x (ideal 2x)")
-        print(f"  speed-up, trials (fixed cost out): {(t1 - f1) / (t2 - f2):6.2f}x (ideal 2x)")
+        print(f"  speed-up, trials (fixed cost out): {(t1 - f1) / (t2 - f2):6.2f}x (ideal 2x; the trivial sweeps' "
+              f"own trials are taken out too, so this can pass 2x)")
 
-        grid = {"x": choice([0.3, 0.6, 0.9, 1.2, 1.5, 1.8]), "epochs": choice([8]), "epoch_seconds": choice([0.05])}
+        # Epochs long enough (0.25 s) that stopping a trial frees its slot for a while.
+        grid = {"x": choice([0.3, 0.6, 0.9, 1.2, 1.5, 1.8]), "epochs": choice([8]), "epoch_seconds": choice([0.25])}
         curve = FunctionTrial(examples.quadratic)
         tf, full = _sweep(two, curve, grid, 6, 2, "no-policy", sampling_algorithm="grid")
         tp, pruned = _sweep(two, curve, grid, 6, 2, "bandit", sampling_algorithm="grid",
                             early_termination=BanditPolicy(slack_factor=0.05, delay_evaluation=2))
         ef, ep = _epochs(full), _epochs(pruned)
-        print("[early termination] 6-point grid, 8 epochs each, bandit slack_factor=0.05 delay_evaluation=2")
+        print("[early termination] 6-point grid, 8 epochs of 0.25 s each, 2 workers, "
+              "bandit slack_factor=0.05 delay_evaluation=2")
         print(f"  without policy : {ef:3d} epochs, best {full.best_value:.4f}, {tf:.2f} s")
         print(f"  with bandit    : {ep:3d} epochs, best {pruned.best_value:.4f}, {tp:.2f} s, "
               f"{sum(r['state'] == 'PRUNED' for r in pruned.trials)} trials stopped")
-        print(f"  epochs saved   : {1 - ep / ef:6.1%} at equal best: {abs(full.best_value - pruned.best_value) < 1e-9}")
+        print(f"  saved          : {1 - ep / ef:6.1%} of epochs, {1 - tp / tf:6.1%} of wall time, "
+              f"at equal best: {abs(full.best_value - pruned.best_value) < 1e-9}")
     finally:
         from prefect_mltrain.blocks.compute import close_shared_clusters
 
