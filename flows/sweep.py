@@ -680,15 +680,18 @@ def sweep(
                             retries=lim.trial_retries)
                         with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
                             futures.append(runner.submit(trial_slot, parameters={"job": job}))
-                    last, shown_at = -1, 0.0
-                    while not all(f.wrapped_future.done() for f in futures):
-                        time.sleep(0.25)
-                        if time.monotonic() - shown_at < 2:  # live, without an API write per trial
-                            continue
+                    last = -1
+                    while True:  # wake when the slots end, and every 2 s to show progress (not an API write per trial)
+                        try:
+                            with dask_client.as_current():
+                                distributed.wait([f.wrapped_future for f in futures], timeout=2)
+                            break
+                        except TimeoutError:
+                            pass
                         n = len(_finished(study)) - done_before
                         if n != last:
                             update_progress_artifact(progress_id, 100.0 * (done_before + n) / max(capacity, 1))
-                            last, shown_at = n, time.monotonic()
+                            last = n
                 outcomes = [o for f in futures for o in f.result()]
                 finished = len(outcomes)
                 update_progress_artifact(progress_id, 100.0 * (done_before + finished) / max(capacity, 1))
