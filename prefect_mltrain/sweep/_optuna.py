@@ -1,4 +1,5 @@
-"""The one place Optuna is imported, lazily, with an install hint when it is missing, and the journal storage sweeps keep their studies in."""
+"""The one place Optuna is imported (lazily, with an install hint when it is missing), and the
+journal storage that sweeps keep their studies in."""
 
 from __future__ import annotations
 
@@ -26,10 +27,10 @@ def import_optuna() -> Any:
 def journal_storage(path: str) -> Any:
     """An Optuna `JournalStorage` on the file `path`, locked with `flock` on `<path>.lock`.
 
-    Optuna's default symlink lock retries a held lock with exponential back-off (sleeps of up
-    to 1 s), so two trials that end together stalled one of them for up to 2 s. `flock` queues
-    the waiter in the kernel and wakes it when the lock is free. It holds across processes on
-    one machine and on NFSv4 mounts.
+    Optuna's default symlink lock retries a held lock with sleeps that double up to 1 s, so a
+    trial that finds it held can sleep on long after it is free. `flock` queues the waiter in
+    the kernel and wakes it at the release. It holds across processes on one machine and on
+    NFSv4 mounts.
     """
     optuna = import_optuna()
     from optuna.storages.journal import JournalFileBackend
