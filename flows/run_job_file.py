@@ -15,7 +15,6 @@ from prefect.logging import get_run_logger
 
 from prefect_mltrain.blocks._load import resolve_block
 from prefect_mltrain.blocks.environment import TrainingEnvironment
-from prefect_mltrain.errors import ConfigurationError
 from prefect_mltrain.flows._links import flow_run_info
 from prefect_mltrain.flows.sweep import SweepResult, sweep
 from prefect_mltrain.flows.train_job import JobResult, train_job

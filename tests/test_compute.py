@@ -1,7 +1,6 @@
 """DaskCompute: resolving, reaching and choosing clusters."""
 
 import logging
-import os
 import time
 
 import pytest

@@ -1,6 +1,5 @@
 """train_job end to end: real Prefect server, Dask cluster, MLflow store and subprocesses."""
 
-import sys
 import textwrap
 import time
 

@@ -16,7 +16,6 @@ A PyTorch trainer plugs in the same way: subclass `TrialSpec`, train in `run`, c
 from __future__ import annotations
 
 import inspect
-import os
 import re
 import sys
 import tempfile
