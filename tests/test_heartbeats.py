@@ -1,0 +1,54 @@
+"""Flow runs keep their heartbeats and return as soon as their body ends."""
+
+from __future__ import annotations
+
+import time
+
+import prefect.flow_engine
+from prefect import flow
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+import prefect_mltrain.flows  # noqa: F401 - importing the flows installs the heartbeats
+from prefect_mltrain import heartbeats
+
+
+@flow(name="heartbeat-probe", persist_result=False)
+def probe() -> float:
+    return time.perf_counter()
+
+
+def test_installed_with_the_flows():
+    assert prefect.flow_engine._send_heartbeats is heartbeats.send_heartbeats
+    assert heartbeats.install() is True  # a second install changes nothing
+
+
+def test_a_flow_still_beats_and_returns_when_its_body_ends(monkeypatch):
+    beats = []
+    original = prefect.flow_engine.BaseFlowRunEngine._emit_flow_run_heartbeat
+
+    def recording(engine, resource=None, related=None):
+        beats.append(resource["prefect.resource.id"])
+        return original(engine, resource, related)
+
+    monkeypatch.setattr(prefect.flow_engine.BaseFlowRunEngine, "_emit_flow_run_heartbeat", recording)
+    lags = []
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 30}):
+        for _ in range(3):
+            body_ended = probe()
+            lags.append(time.perf_counter() - body_ended)
+    assert len(beats) == 3 and all(b.startswith("prefect.flow-run.") for b in beats)
+    # Prefect 3.8's own thread sleeps out its current second before the run returns (0-1 s, at
+    # random); finishing the run (one state write) takes a few tens of milliseconds.
+    assert max(lags) < 0.5, lags
+
+
+def test_no_heartbeat_thread_when_heartbeats_are_off(monkeypatch):
+    started = []
+    monkeypatch.setattr(heartbeats.threading, "Thread", lambda *a, **k: started.append(k) or None)
+
+    class Engine:
+        heartbeat_seconds = None
+
+    with heartbeats.send_heartbeats(Engine()):
+        pass
+    assert started == []
