@@ -31,6 +31,7 @@ from prefect import flow, task
 from prefect.logging import get_run_logger
 from prefect.states import Completed, Failed
 
+from prefect_mltrain import heartbeats
 from prefect_mltrain.blocks._load import resolve_block
 from prefect_mltrain.blocks.compute import DaskCompute
 from prefect_mltrain.blocks.model import check_model_name
@@ -301,8 +302,8 @@ def trial_slot(job: SlotJob) -> list[dict[str, Any]]:
     """Run trials one after another in one concurrency slot, until the sweep's tickets run out.
 
     The slot holds one slot of the sweep's Prefect global concurrency limit, its GPUs
-    (`CUDA_VISIBLE_DEVICES`) and no flow-run heartbeats (they cost about a second per flow
-    run on exit; a trial's state changes show it is alive).
+    (`CUDA_VISIBLE_DEVICES`), and its trials send no flow-run heartbeats (`heartbeats.off`:
+    a trial's state changes show it is alive).
 
     Returns:
         The outcome of every trial it ran.
@@ -311,7 +312,6 @@ def trial_slot(job: SlotJob) -> list[dict[str, Any]]:
     from prefect.client.orchestration import get_client
     from prefect.concurrency.sync import concurrency
     from prefect.context import TaskRunContext
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     client = distributed.get_client()
     tickets = distributed.Queue(job.tickets, client=client)
@@ -323,9 +323,8 @@ def trial_slot(job: SlotJob) -> list[dict[str, Any]]:
     outcomes: list[dict[str, Any]] = []
     try:
         os.environ.update(cuda_env(job.gpu_ids))
-        with concurrency(job.concurrency_limit, occupy=1), temporary_settings(
-            updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
-        ), get_client(sync_client=True) as prefect_client:
+        with concurrency(job.concurrency_limit, occupy=1), heartbeats.off(), \
+                get_client(sync_client=True) as prefect_client:
             task_run = TaskRunContext.get()
             runs = _TrialRuns(prefect_client, _trial_flow(job), task_run.task_run.id if task_run else None,
                               sorted({*(task_run.task_run.tags if task_run else ()), f"sweep:{job.sweep}"}))

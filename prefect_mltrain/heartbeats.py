@@ -20,8 +20,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+THREAD_NAME = "prefect-mltrain-heartbeat"
 _PREFECT_SERIES = "3.8."
 _original: Any = None
+_off: contextvars.ContextVar[bool] = contextvars.ContextVar("prefect_mltrain_heartbeats_off", default=False)
 
 
 @contextmanager
@@ -34,7 +36,7 @@ def send_heartbeats(engine: Any, join_on_exit: bool = True) -> Iterator[None]:
     from prefect import flow_engine
 
     seconds = engine.heartbeat_seconds
-    if seconds is None:
+    if seconds is None or _off.get():
         yield
         return
     seconds = max(seconds, flow_engine.MINIMUM_HEARTBEAT_INTERVAL)
@@ -54,7 +56,7 @@ def send_heartbeats(engine: Any, join_on_exit: bool = True) -> Iterator[None]:
 
     # The thread sees the caller's settings context (PREFECT_API_URL), as in Prefect's own.
     thread = threading.Thread(target=contextvars.copy_context().run, args=(beat,), daemon=True,
-                              name="prefect-mltrain-heartbeat")
+                              name=THREAD_NAME)
     thread.start()
     try:
         yield
@@ -84,3 +86,34 @@ def install() -> bool:
     _original = current
     flow_engine._send_heartbeats = send_heartbeats
     return True
+
+
+@contextmanager
+def off() -> Iterator[None]:
+    """No heartbeats for the flow runs that start in this block (in this thread).
+
+    The sweep's trials run this way: a trial's state changes show it is alive, and a beat
+    per trial would be one more event for the server to write. Costs nothing where
+    `send_heartbeats` is installed; elsewhere it enters settings with heartbeats off.
+    """
+    from prefect import flow_engine
+
+    if flow_engine._send_heartbeats is send_heartbeats:
+        token = _off.set(True)
+        try:
+            yield
+        finally:
+            _off.reset(token)
+        return
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
+def uninstall() -> None:
+    """Put Prefect's own heartbeats back (benchmarks measure stock Prefect with it)."""
+    from prefect import flow_engine
+
+    if _original is not None:
+        flow_engine._send_heartbeats = _original

@@ -52,3 +52,27 @@ def test_no_heartbeat_thread_when_heartbeats_are_off(monkeypatch):
     with heartbeats.send_heartbeats(Engine()):
         pass
     assert started == []
+
+
+@flow(name="heartbeat-thread-probe", persist_result=False)
+def thread_probe() -> int:
+    import threading
+
+    return sum(t.name == heartbeats.THREAD_NAME for t in threading.enumerate())
+
+
+def test_off_runs_flows_without_heartbeats_and_prefects_own_respects_it_too():
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 30}):
+        assert thread_probe() == 1
+        with heartbeats.off():
+            assert thread_probe() == 0
+        assert thread_probe() == 1
+        heartbeats.uninstall()
+        try:
+            assert prefect.flow_engine._send_heartbeats is not heartbeats.send_heartbeats
+            with heartbeats.off():  # Prefect's own heartbeats: off through the setting
+                from prefect.settings import get_current_settings
+
+                assert get_current_settings().flows.heartbeat_frequency is None
+        finally:
+            assert heartbeats.install() is True

@@ -39,7 +39,7 @@ def test_trials_are_subflows_tracked_in_mlflow_with_artifacts(compute, unique_na
     from prefect_mltrain.flows import sweep
 
     result = sweep(
-        trial=FunctionTrial(examples.settings_probe), search_space={"x": uniform(0, 1)},
+        trial=FunctionTrial(examples.heartbeat_probe), search_space={"x": uniform(0, 1)},
         objective=Objective("score", "maximize"), limits=Limits(max_total_trials=4, max_concurrent_trials=2),
         seed=1, name=unique_name, compute=compute)
     sweep_run_id = result.flow_run_url.rsplit("/", 1)[-1]
@@ -61,7 +61,7 @@ def test_trials_are_subflows_tracked_in_mlflow_with_artifacts(compute, unique_na
     for child in children:
         assert child.info.status == "FINISHED"
         assert float(child.data.params["x"]) == pytest.approx(child.data.metrics["score"])
-        assert child.data.metrics["heartbeat_frequency"] == -1.0  # heartbeats off in trial flows
+        assert child.data.metrics["heartbeat_threads"] == 0  # heartbeats off in trial flows
     parent = client.get_run(result.mlflow_parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.metrics["trials_completed"] == 4
     charts = [a.path for a in client.list_artifacts(result.mlflow_parent_run_id, "charts")]

@@ -59,9 +59,11 @@ def flaky(params: dict[str, Any], context: TrialContext) -> dict[str, float]:
 _attempts: set[Any] = set()
 
 
-def settings_probe(params: dict[str, Any], context: TrialContext) -> dict[str, float]:
-    """Score `x` and report the trial flow's heartbeat setting (-1 when heartbeats are off)."""
-    from prefect.settings import get_current_settings
+def heartbeat_probe(params: dict[str, Any], context: TrialContext) -> dict[str, float]:
+    """Score `x` and count the flow-run heartbeat threads running in this trial (0 when off)."""
+    import threading
 
-    frequency = get_current_settings().flows.heartbeat_frequency
-    return {"score": float(params.get("x", 0.0)), "heartbeat_frequency": -1.0 if frequency is None else float(frequency)}
+    from prefect_mltrain.heartbeats import THREAD_NAME
+
+    beating = sum(t.name == THREAD_NAME and t.is_alive() for t in threading.enumerate())
+    return {"score": float(params.get("x", 0.0)), "heartbeat_threads": float(beating)}
