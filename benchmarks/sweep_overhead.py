@@ -167,8 +167,7 @@ def main() -> None:
         cpu_space = {"x": uniform(0, 1), "seconds": choice([args.cpu_seconds])}
         one = _compute(1)
         _sweep(one, trivial, space, 2, 1, "warm-up-one")
-        # Median of `repeats`: a sweep's end waits for Prefect's flow-run heartbeat thread, which
-        # sleeps in whole seconds, so single sweep times come in steps of about a second.
+        # Median of `repeats`: two busy workers, the Prefect server and the sweep share the cores.
         runs: dict[str, list[float]] = {"f1": [], "f2": [], "t1": [], "t2": []}
         for rep in range(args.repeats):
             runs["f1"].append(_sweep(one, trivial, space, 1, 1, f"fixed-one-{rep}")[0])
