@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextvars
 import importlib
 import logging
 import os
@@ -219,6 +220,12 @@ class DaskCompute(Block):
             kwargs.setdefault("resources", {"GPU": visible_gpu_count() or 1})
         return kwargs
 
+    def _start_cluster(self, cluster_class: str, kwargs: dict[str, Any]) -> Any:
+        cluster = _import_object(cluster_class)(**kwargs)
+        if self.adapt_kwargs:
+            cluster.adapt(**self.adapt_kwargs)
+        return cluster
+
     def _shared_cluster_address(self, cluster_class: str) -> str:
         kwargs = self._cluster_kwargs(cluster_class)
         key = repr((cluster_class, sorted(kwargs.items()), self.adapt_kwargs))
@@ -227,11 +234,12 @@ class DaskCompute(Block):
             if cluster is None or cluster.status.name in ("closed", "closing", "failed"):
                 # The scheduler runs in this process; its INFO lines would flood flow logs.
                 logging.getLogger("distributed").setLevel(logging.WARNING)
-                cluster = _import_object(cluster_class)(**kwargs)
+                # Started in an empty context: a threaded cluster's workers would otherwise run
+                # every later task in a copy of this caller's contexts, Prefect's client among
+                # them, long after this flow run closed it.
+                cluster = contextvars.Context().run(self._start_cluster, cluster_class, kwargs)
                 if not _clusters:
                     atexit.register(close_shared_clusters)  # before logging shuts down
-                if self.adapt_kwargs:
-                    cluster.adapt(**self.adapt_kwargs)
                 _clusters[key] = cluster
         return str(cluster.scheduler_address)
 

@@ -164,6 +164,20 @@ def test_a_failed_trial_is_retried_per_policy(compute, unique_name, prefect_clie
     assert run.state.is_completed() and run.run_count == 2
 
 
+def test_sweeps_after_sweeps_on_a_threaded_cluster(unique_name):
+    """A threaded cluster started inside one sweep serves the next ones (no closed client carried over)."""
+    from prefect_mltrain.blocks import DaskCompute
+    from prefect_mltrain.flows import sweep
+
+    threaded = DaskCompute(cluster_class="distributed.LocalCluster",
+                           cluster_kwargs={"n_workers": 1, "threads_per_worker": 1, "processes": False})
+    for i in range(2):
+        result = sweep(trial=FunctionTrial(examples.trivial), search_space={"x": uniform(0, 1)},
+                       objective=Objective("score"), limits=Limits(max_total_trials=2, max_concurrent_trials=1),
+                       name=f"{unique_name}-{i}", compute=threaded)
+        assert [r["state"] for r in result.trials] == ["COMPLETE", "COMPLETE"]
+
+
 def test_bad_input_fails_before_any_trial_runs(compute, unique_name, prefect_client):
     from prefect_mltrain.errors import ConfigurationError
     from prefect_mltrain.flows import sweep
