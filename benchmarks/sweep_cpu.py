@@ -12,26 +12,24 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=40)
     args = parser.parse_args()
+    from _stack import local_stack
 
-    home = Path(tempfile.mkdtemp(prefix="mltrain-bench-"))
-    os.environ["PREFECT_MLTRAIN_HOME"] = str(home)
-    from prefect_mltrain.stack import free_port, start_server, stop_pid, use_server
-
-    server = start_server(home / "prefect", free_port())
-    use_server(server)
-    try:
+    with local_stack():
         import psutil
 
         from prefect_mltrain.blocks import DaskCompute
+        from prefect_mltrain.blocks.compute import close_shared_clusters
         from prefect_mltrain.flows import sweep
         from prefect_mltrain.sweep import FunctionTrial, Limits, Objective, examples, uniform
 
@@ -45,31 +43,35 @@ def main() -> None:
                   limits=Limits(max_total_trials=n, max_concurrent_trials=2))
             return time.perf_counter() - started
 
-        run("warm-up", 4)
-        me = psutil.Process()
-        procs = {"prefect server": psutil.Process(server.pid), "flow process (and Dask scheduler)": me}
-        workers = [p for p in me.children(recursive=True) if p.pid != server.pid and "python" in p.name()]
-        procs.update({f"dask worker {i}": p for i, p in enumerate(p for p in workers if p.cpu_times().user > 0.5)})
+        try:
+            run("warm-up", 4)
+            me = psutil.Process()
+            procs = {"flow process (and Dask scheduler)": me}
+            workers = 0
+            for child in me.children(recursive=True):
+                if "prefect_mltrain.sqlite_server" in " ".join(child.cmdline()):
+                    procs["prefect server"] = child
+                elif "python" in child.name() and child.cpu_times().user > 0.5:  # not the idle forkserver
+                    procs[f"dask worker {workers}"] = child
+                    workers += 1
 
-        def cpu() -> dict[str, float]:
-            return {k: p.cpu_times().user + p.cpu_times().system for k, p in procs.items()}
+            def cpu() -> dict[str, float]:
+                return {k: p.cpu_times().user + p.cpu_times().system for k, p in procs.items()}
 
-        before = cpu()
-        wall = run("measured", args.trials)
-        used = {k: v - before[k] for k, v in cpu().items()}
-        total = sum(used.values())
-        print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-        print(f"[cpu per trial] {args.trials} trivial trials, 2 workers, 2 concurrent: "
-              f"{wall / args.trials * 1000:.0f} ms/trial of wall time")
-        for k, v in used.items():
-            print(f"  {k:36s}: {v / args.trials * 1000:6.1f} ms/trial ({v / total:5.1%})")
-        print(f"  {'all':36s}: {total / args.trials * 1000:6.1f} ms/trial; over {os.cpu_count()} cores: "
-              f"{total / args.trials / (os.cpu_count() or 1) * 1000:.0f} ms/trial at best")
-    finally:
-        from prefect_mltrain.blocks.compute import close_shared_clusters
-
-        close_shared_clusters()
-        stop_pid(server.pid)
+            before = cpu()
+            wall = run("measured", args.trials)
+            used = {k: v - before[k] for k, v in cpu().items()}
+        finally:
+            close_shared_clusters()
+    total = sum(used.values())
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(f"[cpu per trial] {args.trials} trivial trials, 2 workers, 2 concurrent: "
+          f"{wall / args.trials * 1000:.0f} ms/trial of wall time")
+    for k, v in sorted(used.items()):
+        print(f"  {k:36s}: {v / args.trials * 1000:6.1f} ms/trial ({v / total:5.1%})")
+    print(f"  {'all':36s}: {total / args.trials * 1000:6.1f} ms/trial; over {os.cpu_count()} cores: "
+          f"{total / args.trials / (os.cpu_count() or 1) * 1000:.0f} ms/trial at best"
+          + ("" if "prefect server" in used else " (the server is not ours: PREFECT_API_URL is set)"))
 
 
 if __name__ == "__main__":
