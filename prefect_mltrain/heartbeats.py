@@ -1,9 +1,9 @@
 """Flow-run heartbeats that stop when the run ends, not up to a second later.
 
-Prefect 3.8's flow engine beats from a thread that sleeps in whole seconds and checks for the
-end of the run between sleeps; a sync flow joins that thread on exit, so every flow run
-returns on average half a second (at worst a second) after its body ended. For a sweep or a
-job that is pure waiting. `install()` puts in the same heartbeat thread (same interval, same
+Prefect 3.8's flow engine beats from a thread that sleeps in whole seconds, counted from the
+run's start, and checks for the end of the run between sleeps; a sync flow joins that thread
+on exit, so every flow run returns up to a second after its body ended (a short flow almost
+exactly a second: 1.00-1.04 s measured). For a sweep or a job that is pure waiting. `install()` puts in the same heartbeat thread (same interval, same
 event, same check for a final state, same join) waiting on the stop event instead, so it ends
 the moment the run does. Heartbeats are still sent: the UI and zombie-flow automations see
 no difference.

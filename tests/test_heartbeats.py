@@ -37,8 +37,8 @@ def test_a_flow_still_beats_and_returns_when_its_body_ends(monkeypatch):
             body_ended = probe()
             lags.append(time.perf_counter() - body_ended)
     assert len(beats) == 3 and all(b.startswith("prefect.flow-run.") for b in beats)
-    # Prefect 3.8's own thread sleeps out its current second before the run returns (0-1 s, at
-    # random); finishing the run (one state write) takes a few tens of milliseconds.
+    # Prefect 3.8's own thread sleeps out its current second before the run returns (about 1 s
+    # for a body this short); finishing the run (one state write) takes a few tens of milliseconds.
     assert max(lags) < 0.5, lags
 
 
