@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-from prefect_mltrain.stack import drain_prefect_queues, free_port, start_server, stop_pid, use_server
+from prefect_mltrain.server.stack import start_server, use_server
+from prefect_mltrain.system.net import free_port
+from prefect_mltrain.system.process import stop_pid
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # test-only helpers
+from helpers import drain_prefect_queues  # noqa: E402
 
 
 @contextmanager

@@ -44,12 +44,15 @@ def row(label: str, seconds: float, baseline: float) -> None:
 
 def venv_part(repeat: int) -> None:
     from prefect_mltrain.blocks import TrainingEnvironment
-    from prefect_mltrain.tasks.environment import build
+    from prefect_mltrain.environments.build import build
 
     env = TrainingEnvironment(pip_requirements=REQUIREMENTS)
     print(f"virtualenv, pip_requirements={REQUIREMENTS}")
-    with tempfile.TemporaryDirectory() as pip_dir, tempfile.TemporaryDirectory() as uv_dir, \
-            tempfile.TemporaryDirectory() as caches:
+    with (
+        tempfile.TemporaryDirectory() as pip_dir,
+        tempfile.TemporaryDirectory() as uv_dir,
+        tempfile.TemporaryDirectory() as caches,
+    ):
         # Empty download caches for both installers, so "cold" means cold.
         os.environ["UV_CACHE_DIR"] = os.path.join(caches, "uv")
         os.environ["PIP_CACHE_DIR"] = os.path.join(caches, "pip")
@@ -65,9 +68,9 @@ def venv_part(repeat: int) -> None:
 
 def docker_part(repeat: int) -> None:
     from prefect_mltrain.blocks import TrainingEnvironment
-    from prefect_mltrain.docker_engine import docker_client
-    from prefect_mltrain.tasks.docker_build import image_tag
-    from prefect_mltrain.tasks.environment import build
+    from prefect_mltrain.environments.build import build
+    from prefect_mltrain.environments.docker_build import image_tag
+    from prefect_mltrain.system.docker_engine import docker_client
 
     client = docker_client()
     env = TrainingEnvironment(docker_image=BASE_IMAGE, pip_requirements=REQUIREMENTS)

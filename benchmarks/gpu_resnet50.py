@@ -3,7 +3,7 @@
     python benchmarks/gpu_resnet50.py                         # on a GPU: AMP + channels_last
     python benchmarks/gpu_resnet50.py --steps 2 --batch-size 2 --size 64   # CPU smoke check
 
-Uses `make_train_step` from `prefect_mltrain.tasks.pytorch_train`, so it measures the code that
+Uses `make_train_step` from `prefect_mltrain.pytorch.train`, so it measures the code that
 `train_pytorch_model` runs per batch (no data loading: synthetic tensors already on the device).
 Anchors: about 2,470 img/s on one A100 with mixed precision (NVIDIA's published figure);
 Azure ML's designer about 200 img/s per V100 (seed 004: 1,670 img/s on 8 V100s).
@@ -32,8 +32,8 @@ def main() -> None:
 
     import torch
 
-    from prefect_mltrain.tasks.pytorch_model import build_model
-    from prefect_mltrain.tasks.pytorch_train import make_train_step
+    from prefect_mltrain.pytorch.model import build_model
+    from prefect_mltrain.pytorch.train import make_train_step
 
     name = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -59,9 +59,11 @@ def main() -> None:
     float(loss)  # waits for the device
     elapsed = time.perf_counter() - started
     label = torch.cuda.get_device_name(device) if on_gpu else f"CPU ({torch.get_num_threads()} threads)"
-    print(f"resnet50 {args.size}px batch {args.batch_size} on {label}, amp={amp}, channels_last={channels_last}, "
-          f"torch {torch.__version__}: {args.steps * args.batch_size / elapsed:.1f} img/s "
-          f"({args.steps} steps in {elapsed:.2f} s)")
+    print(
+        f"resnet50 {args.size}px batch {args.batch_size} on {label}, amp={amp}, channels_last={channels_last}, "
+        f"torch {torch.__version__}: {args.steps * args.batch_size / elapsed:.1f} img/s "
+        f"({args.steps} steps in {elapsed:.2f} s)"
+    )
 
 
 if __name__ == "__main__":

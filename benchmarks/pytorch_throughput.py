@@ -30,8 +30,8 @@ def bare_loop(train_dir: str, classes: tuple[str, ...], model: str, size: int, b
     import torch
     from torch.utils.data import DataLoader, RandomSampler
 
-    from prefect_mltrain.tasks.pytorch_data import image_folder
-    from prefect_mltrain.tasks.pytorch_model import build_model
+    from prefect_mltrain.pytorch.data import image_folder
+    from prefect_mltrain.pytorch.model import build_model
 
     torch.manual_seed(1)
     data = image_folder(train_dir, classes, size, train=True)
@@ -78,10 +78,19 @@ def main() -> None:
         root = Path(tempfile.mkdtemp(prefix="bench-images-"))
         train = str(make_image_dir(root / "train", per_class=args.images, size=args.size, seed=1))
         valid = str(make_image_dir(root / "valid", per_class=4, size=args.size, seed=2))
-        compute = DaskCompute(cluster_class="distributed.LocalCluster",
-                              cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True})
-        common = {"model": args.model, "image_size": args.size, "batch_size": args.batch_size, "epochs": args.epochs,
-                  "patience": args.epochs, "print_frequency": 1000, "compute": compute}
+        compute = DaskCompute(
+            cluster_class="distributed.LocalCluster",
+            cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True},
+        )
+        common = {
+            "model": args.model,
+            "image_size": args.size,
+            "batch_size": args.batch_size,
+            "epochs": args.epochs,
+            "patience": args.epochs,
+            "print_frequency": 1000,
+            "compute": compute,
+        }
         client = MlflowTracking().client()
 
         def flow_rates(**extra: int) -> list[float]:
@@ -96,16 +105,20 @@ def main() -> None:
             rows["bare loop"].append(bare_loop(train, classes, args.model, args.size, args.batch_size, args.epochs))
             rows["flow, 1 process"].append(flow_rates())
             rows["flow, DDP 2 ranks (gloo)"].append(flow_rates(processes_per_node=2))
-        print(f"{args.model} {args.size}px, {2 * args.images} training images, batch {args.batch_size}, "
-              f"{args.epochs} epochs x {args.repeats} rounds (epoch 1 of each = warm-up, median of the rest), "
-              f"torch {torch.__version__}, {os.cpu_count()} CPUs")
+        print(
+            f"{args.model} {args.size}px, {2 * args.images} training images, batch {args.batch_size}, "
+            f"{args.epochs} epochs x {args.repeats} rounds (epoch 1 of each = warm-up, median of the rest), "
+            f"torch {torch.__version__}, {os.cpu_count()} CPUs"
+        )
         median = {}
         for name, rounds in rows.items():
             median[name] = statistics.median(r for rates in rounds for r in (rates[1:] or rates))
             print(f"  {name:<26} {median[name]:8.1f} img/s   per epoch: {[[round(r, 1) for r in x] for x in rounds]}")
         print(f"flow / bare loop (1 process): {median['flow, 1 process'] / median['bare loop']:.3f}  (target >= 0.97)")
-        print(f"DDP scaling efficiency (2 ranks): "
-              f"{median['flow, DDP 2 ranks (gloo)'] / (2 * median['flow, 1 process']):.3f}")
+        print(
+            f"DDP scaling efficiency (2 ranks): "
+            f"{median['flow, DDP 2 ranks (gloo)'] / (2 * median['flow, 1 process']):.3f}"
+        )
 
 
 if __name__ == "__main__":

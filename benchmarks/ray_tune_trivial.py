@@ -11,7 +11,7 @@ import argparse
 import time
 
 
-def trivial(config):  # the same objective as prefect_mltrain.sweep.examples.trivial
+def trivial(config):  # the same objective as sweep_examples.trivial
     return {"score": -((config["x"] - 0.3) ** 2)}
 
 
@@ -23,12 +23,17 @@ def main() -> None:
     from ray import tune
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    tuner = tune.Tuner(trivial, param_space={"x": tune.uniform(0, 1)},
-                       tune_config=tune.TuneConfig(num_samples=2, metric="score", mode="max", max_concurrent_trials=2))
+    tuner = tune.Tuner(
+        trivial,
+        param_space={"x": tune.uniform(0, 1)},
+        tune_config=tune.TuneConfig(num_samples=2, metric="score", mode="max", max_concurrent_trials=2),
+    )
     tuner.fit()  # warm-up
-    tuner = tune.Tuner(trivial, param_space={"x": tune.uniform(0, 1)},
-                       tune_config=tune.TuneConfig(num_samples=args.trials, metric="score", mode="max",
-                                                   max_concurrent_trials=2))
+    tuner = tune.Tuner(
+        trivial,
+        param_space={"x": tune.uniform(0, 1)},
+        tune_config=tune.TuneConfig(num_samples=args.trials, metric="score", mode="max", max_concurrent_trials=2),
+    )
     started = time.perf_counter()
     tuner.fit()
     per_trial = (time.perf_counter() - started) / args.trials

@@ -27,20 +27,29 @@ def main() -> None:
 
     with local_stack():
         import psutil
+        import sweep_examples as examples
 
         from prefect_mltrain.blocks import DaskCompute
         from prefect_mltrain.blocks.compute import close_shared_clusters
         from prefect_mltrain.flows import sweep
-        from prefect_mltrain.sweep import FunctionTrial, Limits, Objective, examples, uniform
+        from prefect_mltrain.sweep import FunctionTrial, Limits, Objective, uniform
 
-        two = DaskCompute(cluster_class="distributed.LocalCluster",
-                          cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True})
+        two = DaskCompute(
+            cluster_class="distributed.LocalCluster",
+            cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True},
+        )
 
         def run(name: str, n: int) -> float:
             started = time.perf_counter()
-            sweep(trial=FunctionTrial(examples.trivial), search_space={"x": uniform(0, 1)},
-                  objective=Objective("score", "maximize"), seed=0, name=name, compute=two,
-                  limits=Limits(max_total_trials=n, max_concurrent_trials=2))
+            sweep(
+                trial=FunctionTrial(examples.trivial),
+                search_space={"x": uniform(0, 1)},
+                objective=Objective("score", "maximize"),
+                seed=0,
+                name=name,
+                compute=two,
+                limits=Limits(max_total_trials=n, max_concurrent_trials=2),
+            )
             return time.perf_counter() - started
 
         try:
@@ -49,7 +58,7 @@ def main() -> None:
             procs = {"flow process (and Dask scheduler)": me}
             workers = 0
             for child in me.children(recursive=True):
-                if "prefect_mltrain.sqlite_server" in " ".join(child.cmdline()):
+                if "prefect_mltrain.server.sqlite_server" in " ".join(child.cmdline()):
                     procs["prefect server"] = child
                 elif "python" in child.name() and child.cpu_times().user > 0.5:  # not the idle forkserver
                     procs[f"dask worker {workers}"] = child
@@ -65,13 +74,17 @@ def main() -> None:
             close_shared_clusters()
     total = sum(used.values())
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    print(f"[cpu per trial] {args.trials} trivial trials, 2 workers, 2 concurrent: "
-          f"{wall / args.trials * 1000:.0f} ms/trial of wall time")
+    print(
+        f"[cpu per trial] {args.trials} trivial trials, 2 workers, 2 concurrent: "
+        f"{wall / args.trials * 1000:.0f} ms/trial of wall time"
+    )
     for k, v in sorted(used.items()):
         print(f"  {k:36s}: {v / args.trials * 1000:6.1f} ms/trial ({v / total:5.1%})")
-    print(f"  {'all':36s}: {total / args.trials * 1000:6.1f} ms/trial; over {os.cpu_count()} cores: "
-          f"{total / args.trials / (os.cpu_count() or 1) * 1000:.0f} ms/trial at best"
-          + ("" if "prefect server" in used else " (the server is not ours: PREFECT_API_URL is set)"))
+    print(
+        f"  {'all':36s}: {total / args.trials * 1000:6.1f} ms/trial; over {os.cpu_count()} cores: "
+        f"{total / args.trials / (os.cpu_count() or 1) * 1000:.0f} ms/trial at best"
+        + ("" if "prefect server" in used else " (the server is not ours: PREFECT_API_URL is set)")
+    )
 
 
 if __name__ == "__main__":

@@ -17,9 +17,7 @@ def saved_names(block_cls: type[Block]) -> list[str]:
 
     with get_client(sync_client=True) as client:
         try:
-            docs = client.read_block_documents_by_type(
-                block_type_slug=block_cls.get_block_type_slug()
-            )
+            docs = client.read_block_documents_by_type(block_type_slug=block_cls.get_block_type_slug())
         except Exception:  # the type was never registered: no documents
             return []
     return sorted(doc.name for doc in docs if doc.name and not doc.is_anonymous)

@@ -18,7 +18,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, field_validator
 
 from prefect_mltrain.errors import ComputeError, ConfigurationError
-from prefect_mltrain.imports import import_from_path
+from prefect_mltrain.system.imports import import_from_path
 
 if TYPE_CHECKING:
     from prefect_dask import DaskTaskRunner
@@ -60,10 +60,7 @@ def visible_gpu_count() -> int:
 def _import_object(path: str) -> Any:
     module_name, _, attr = path.rpartition(".")
     if not module_name:
-        raise ConfigurationError(
-            f"`cluster_class`={path!r} must be a dotted import path such as "
-            f"{LOCAL_CLUSTER!r}."
-        )
+        raise ConfigurationError(f"`cluster_class`={path!r} must be a dotted import path such as {LOCAL_CLUSTER!r}.")
     try:
         return import_from_path(path)
     except ImportError as exc:
@@ -110,13 +107,13 @@ class DaskCompute(Block):
     cluster_kwargs: dict[str, Any] = Field(
         default_factory=dict,
         title="Cluster keyword arguments",
-        description="Keyword arguments for the cluster class, e.g. `{\"n_workers\": 2}`.",
+        description='Keyword arguments for the cluster class, e.g. `{"n_workers": 2}`.',
     )
     adapt_kwargs: dict[str, Any] | None = Field(
         default=None,
         title="Adaptive scaling",
-        description="Keyword arguments for `cluster.adapt()`, e.g. `{\"minimum\": 1, "
-        "\"maximum\": 8}`; leave empty for a fixed-size cluster.",
+        description='Keyword arguments for `cluster.adapt()`, e.g. `{"minimum": 1, '
+        '"maximum": 8}`; leave empty for a fixed-size cluster.',
     )
     gpus_per_trial: float = Field(
         default=0,
@@ -166,14 +163,18 @@ class DaskCompute(Block):
             except ImportError:
                 logger.warning(
                     "%d GPU(s) visible but dask-cuda is not installed; using %s. For one "
-                    "worker per GPU: pip install 'prefect-mltrain[gpu]'", gpus, LOCAL_CLUSTER,
+                    "worker per GPU: pip install 'prefect-mltrain[gpu]'",
+                    gpus,
+                    LOCAL_CLUSTER,
                 )
                 return LOCAL_CLUSTER
             return LOCAL_CUDA_CLUSTER
         if wanted == LOCAL_CUDA_CLUSTER and gpus == 0:
             logger.warning(
                 "cluster_class=%s but no GPU is visible (nvidia-smi finds none, or "
-                "CUDA_VISIBLE_DEVICES is empty); falling back to %s.", wanted, LOCAL_CLUSTER,
+                "CUDA_VISIBLE_DEVICES is empty); falling back to %s.",
+                wanted,
+                LOCAL_CLUSTER,
             )
             return LOCAL_CLUSTER
         return wanted
@@ -188,9 +189,7 @@ class DaskCompute(Block):
             return
         parsed = urlparse(self.address if "://" in self.address else f"tcp://{self.address}")
         try:
-            with socket.create_connection(
-                (parsed.hostname, parsed.port), timeout=self.connect_timeout
-            ):
+            with socket.create_connection((parsed.hostname, parsed.port), timeout=self.connect_timeout):
                 pass
         except OSError as exc:
             raise ComputeError(

@@ -3,130 +3,20 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, model_validator
 
+from prefect_mltrain.environments.spec import (
+    _PYTHON_VERSION,
+    _normalise_requirement,
+    hash_spec,
+    parse_conda_file,
+)
 from prefect_mltrain.errors import EnvironmentSpecError
-
-# Conda packages whose PyPI distribution has the same name, or the name given here.
-# Anything else in a conda file cannot be translated for sure and is refused.
-CONDA_TO_PYPI: dict[str, str] = {
-    name: name
-    for name in (
-        "numpy scipy pandas scikit-learn matplotlib seaborn requests pyyaml tqdm joblib pillow "
-        "mlflow torchvision torchaudio xgboost lightgbm catboost statsmodels sympy networkx h5py "
-        "pyarrow polars plotly click rich typer pydantic fastapi uvicorn flask jinja2 six "
-        "setuptools wheel cloudpickle dask distributed optuna onnx onnxruntime transformers "
-        "datasets tokenizers opencv-python-headless scikit-image imageio tabulate"
-    ).split()
-} | {"pytorch": "torch", "py-xgboost": "xgboost", "pytorch-lightning": "pytorch-lightning",
-     "lightning": "lightning", "tensorboard": "tensorboard", "ipykernel": "ipykernel"}
-
-_CONDA_KEYS = {"name", "channels", "dependencies", "prefix", "variables"}
-_CONDA_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9_.\-]+)\s*(?P<op>==|=|>=|<=|>|<|!=)?\s*(?P<ver>[^=\s]*)")
-_PYTHON_VERSION = re.compile(r"^3\.\d{1,2}(\.\d{1,2})?$")
-
-
-def _translate_conda_dependency(spec: str) -> str | None:
-    """Translate one conda dependency to a pip requirement, or None when it has no sure twin.
-
-    >>> _translate_conda_dependency("scikit-learn=1.5")
-    'scikit-learn==1.5.*'
-    >>> _translate_conda_dependency("pytorch>=2.0")
-    'torch>=2.0'
-    >>> _translate_conda_dependency("cudatoolkit=11.8") is None
-    True
-    """
-    match = _CONDA_SPEC.match(spec.split("::")[-1].strip())
-    if not match or match.group("name").lower() not in CONDA_TO_PYPI:
-        return None
-    name = CONDA_TO_PYPI[match.group("name").lower()]
-    op, version = match.group("op"), match.group("ver")
-    if not op:
-        return name
-    if op == "=":  # conda's `=1.5` means 1.5.*; a build string after a second `=` is dropped
-        return f"{name}=={version}" if version.endswith("*") else f"{name}=={version}.*"
-    return f"{name}{op}{version}"
-
-
-def parse_conda_file(text: str, origin: str) -> dict[str, Any]:
-    """Parse a conda environment file into a python version, pip requirements and channels.
-
-    Args:
-        text: The YAML text.
-        origin: Where it came from, for error messages.
-
-    Returns:
-        `{"python_version", "conda_dependencies", "pip_requirements", "pip_translated",
-        "untranslatable", "channels"}`.
-
-    Raises:
-        EnvironmentSpecError: It does not parse, has unknown keys, or a malformed entry.
-    """
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise EnvironmentSpecError(
-            f"The conda file {origin} is not valid YAML{where}: "
-            f"{getattr(exc, 'problem', exc)}. Fix the file and try again."
-        ) from None
-    if not isinstance(doc, dict):
-        raise EnvironmentSpecError(
-            f"The conda file {origin} must be a mapping with `dependencies:`, but it holds "
-            f"a {type(doc).__name__}."
-        )
-    unknown = sorted(set(doc) - _CONDA_KEYS)
-    if unknown:
-        raise EnvironmentSpecError(
-            f"The conda file {origin} has unknown keys {unknown}; valid keys are "
-            f"{sorted(_CONDA_KEYS)}. Fix: remove or rename them."
-        )
-    python_version = None
-    conda_deps: list[str] = []
-    pip_reqs: list[str] = []
-    for entry in doc.get("dependencies") or []:
-        if isinstance(entry, dict) and set(entry) == {"pip"}:
-            pip_reqs.extend(str(r).strip() for r in entry["pip"] or [])
-        elif isinstance(entry, str):
-            entry = entry.strip()
-            if entry.split("=")[0].split(">")[0].split("<")[0].strip() == "python":
-                python_version = re.sub(r"^python\s*=*\s*", "", entry).rstrip(".*") or None
-            elif entry != "pip" and not entry.startswith("pip="):
-                conda_deps.append(entry)
-        else:
-            raise EnvironmentSpecError(
-                f"The conda file {origin} has a dependency {entry!r} that is neither a package "
-                f"spec nor a `pip:` list."
-            )
-    translated = {dep: _translate_conda_dependency(dep) for dep in conda_deps}
-    return {
-        "python_version": python_version,
-        "conda_dependencies": sorted(conda_deps),
-        "pip_requirements": pip_reqs,
-        "pip_translated": sorted(v for v in translated.values() if v),
-        "untranslatable": sorted(k for k, v in translated.items() if v is None),
-        "channels": list(doc.get("channels") or []),
-        "variables": dict(doc.get("variables") or {}),
-    }
-
-
-def _normalise_requirement(req: str) -> str:
-    """Lower-case the name and drop spaces and comments so equal specs hash equally."""
-    req = req.split("#", 1)[0].strip()
-    match = re.match(r"^([A-Za-z0-9_.\-]+)(.*)$", req)
-    if not match:
-        return req
-    return re.sub(r"[-_.]+", "-", match.group(1)).lower() + match.group(2).replace(" ", "")
 
 
 class TrainingEnvironment(Block):
@@ -166,7 +56,7 @@ class TrainingEnvironment(Block):
         default_factory=list,
         title="Pip requirements",
         description="Requirement specifiers installed into a fresh virtualenv, e.g. "
-        "`[\"scikit-learn==1.9.1\", \"pandas\"]`.",
+        '`["scikit-learn==1.9.1", "pandas"]`.',
     )
     pip_requirements_file: str | None = Field(
         default=None,
@@ -278,10 +168,7 @@ class TrainingEnvironment(Block):
                 "Fix: set `registry_url`, e.g. 'registry.example:5000/team'."
             )
         if self.python_version is not None and not _PYTHON_VERSION.match(self.python_version):
-            raise ValueError(
-                f"`python_version` must look like '3.11' or '3.11.7', but got "
-                f"{self.python_version!r}."
-            )
+            raise ValueError(f"`python_version` must look like '3.11' or '3.11.7', but got {self.python_version!r}.")
         return self
 
     @property
@@ -334,8 +221,7 @@ class TrainingEnvironment(Block):
                     f"Fix: give the path of a requirements.txt."
                 )
             requirements += [
-                line for line in path.read_text().splitlines()
-                if line.strip() and not line.strip().startswith("#")
+                line for line in path.read_text().splitlines() if line.strip() and not line.strip().startswith("#")
             ]
         python_version = self.python_version
         spec: dict[str, Any] = {"kind": self.kind}
@@ -344,7 +230,9 @@ class TrainingEnvironment(Block):
             conda = parse_conda_file(text, origin)
             python_version = python_version or conda["python_version"]
             requirements += conda["pip_requirements"]
-            spec["conda"] = {k: conda[k] for k in ("conda_dependencies", "channels", "pip_translated", "untranslatable")}
+            spec["conda"] = {
+                k: conda[k] for k in ("conda_dependencies", "channels", "pip_translated", "untranslatable")
+            }
         spec["python_version"] = python_version
         spec["pip_requirements"] = sorted({_normalise_requirement(r) for r in requirements if r.strip()})
         if self.index_url:
@@ -386,7 +274,10 @@ class TrainingEnvironment(Block):
         return text, path, context
 
     def _dockerfile_spec(self) -> dict[str, Any]:
-        from prefect_mltrain.docker_engine import context_digest, dockerfile_base_images
+        from prefect_mltrain.system.docker_engine import (
+            context_digest,
+            dockerfile_base_images,
+        )
 
         text, path, context = self.dockerfile_text()
         name = path.relative_to(context).as_posix() if path and context and path.is_relative_to(context) else None
@@ -400,7 +291,11 @@ class TrainingEnvironment(Block):
 
     def _image_ids(self, names: list[str]) -> dict[str, str]:
         """Ids of the base images, pulled with the registry credentials when not local."""
-        from prefect_mltrain.docker_engine import docker_client, image_id, registry_auth
+        from prefect_mltrain.system.docker_engine import (
+            docker_client,
+            image_id,
+            registry_auth,
+        )
 
         client = docker_client()
         password = self.registry_password.get_secret_value() if self.registry_password else None
@@ -419,19 +314,3 @@ class TrainingEnvironment(Block):
     def job_environment(self) -> dict[str, str]:
         """The variables this environment adds to a job's process."""
         return {str(k): str(v) for k, v in self.environment_variables.items()}
-
-
-def hash_spec(spec: dict[str, Any]) -> str:
-    """SHA-256 of a normalised spec's canonical JSON (what `content_hash` returns)."""
-    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def default_python_version() -> str:
-    """The `major.minor` of the Python running this process."""
-    return f"{sys.version_info.major}.{sys.version_info.minor}"
-
-
-def is_executable(path: str) -> bool:
-    """Tell whether `path` is an executable file."""
-    return os.path.isfile(path) and os.access(path, os.X_OK)

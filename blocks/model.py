@@ -51,34 +51,24 @@ class RegisteredModel(Block):
 
     model_name: str = Field(title="Model name", description="Name in the MLflow model registry.")
     version: int = Field(ge=1, title="Version", description="Version number assigned by MLflow.")
-    framework: str = Field(
-        title="Framework", description="How the model is loaded, e.g. `sklearn` or `pytorch`."
-    )
+    framework: str = Field(title="Framework", description="How the model is loaded, e.g. `sklearn` or `pytorch`.")
     framework_version: str | None = Field(
         default=None, title="Framework version", description="Version of the training framework."
     )
     model_uri: str = Field(title="Model URI", description="MLflow URI, `models:/<name>/<version>`.")
-    source_uri: str = Field(
-        title="Source URI", description="Where the artifact was logged, `runs:/<run id>/<path>`."
-    )
-    tracking_uri: str = Field(
-        title="Tracking URI", description="MLflow tracking URI that holds the run and registry."
-    )
+    source_uri: str = Field(title="Source URI", description="Where the artifact was logged, `runs:/<run id>/<path>`.")
+    tracking_uri: str = Field(title="Tracking URI", description="MLflow tracking URI that holds the run and registry.")
     metrics: dict[str, float] = Field(
         default_factory=dict, title="Metrics", description="Final metrics of the training run."
     )
     params: dict[str, Any] = Field(
         default_factory=dict, title="Parameters", description="Parameters of the training run."
     )
-    description: str | None = Field(
-        default=None, title="Description", description="Free text about this version."
-    )
+    description: str | None = Field(default=None, title="Description", description="Free text about this version.")
     flow_run_id: str | None = Field(
         default=None, title="Prefect flow run", description="Flow run that trained the model."
     )
-    mlflow_run_id: str | None = Field(
-        default=None, title="MLflow run", description="MLflow run that logged the model."
-    )
+    mlflow_run_id: str | None = Field(default=None, title="MLflow run", description="MLflow run that logged the model.")
     environment_hash: str | None = Field(
         default=None, title="Environment hash", description="Content hash of its TrainingEnvironment."
     )
@@ -90,7 +80,7 @@ class RegisteredModel(Block):
     resources: dict[str, Any] = Field(
         default_factory=dict,
         title="Resources",
-        description="What scoring needs, e.g. `{\"gpus\": 0}`.",
+        description='What scoring needs, e.g. `{"gpus": 0}`.',
     )
     registered_at: datetime = Field(
         default_factory=lambda: datetime.now(timezone.utc),
@@ -108,7 +98,7 @@ class RegisteredModel(Block):
 
         (`RegisteredModel.load(name)` is Prefect's: it loads this document.)
         """
-        from prefect_mltrain.frameworks import FILE_FRAMEWORKS, load_model
+        from prefect_mltrain.registry.frameworks import FILE_FRAMEWORKS, load_model
 
         uri = self.source_uri if self.framework in FILE_FRAMEWORKS else self.model_uri
         return load_model(self.framework, uri, self.tracking_uri)

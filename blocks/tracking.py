@@ -14,6 +14,7 @@ from prefect_mltrain.settings import MltrainSettings
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+
 class MlflowTracking(Block):
     """MLflow tracking for training runs: a tracking URI, an artifact location and an experiment.
 

@@ -15,11 +15,11 @@ from prefect.logging import get_run_logger
 
 from prefect_mltrain.blocks._load import resolve_block
 from prefect_mltrain.blocks.environment import TrainingEnvironment
-from prefect_mltrain.flows._links import flow_run_info
 from prefect_mltrain.flows.sweep import SweepResult, sweep
 from prefect_mltrain.flows.train_job import JobResult, train_job
-from prefect_mltrain.jobfile import JobFile, load_job_file, render_command
+from prefect_mltrain.jobs.jobfile import JobFile, load_job_file, render_command
 from prefect_mltrain.settings import MltrainSettings
+from prefect_mltrain.tracking.links import flow_run_info
 
 
 def job_environment(job: JobFile) -> TrainingEnvironment | str | None:
@@ -70,13 +70,22 @@ def _run_sweep(job: JobFile, command: str) -> SweepResult:
     """A `type: sweep` job file as a `sweep` whose trials run the (rendered) trial command."""
     spec = job.sweep or {}
     limits = {_LIMIT_NAMES.get(k, k): v for k, v in (spec.get("limits") or {}).items()}
-    trial = {"type": "command", "command": command, "source_directory": str(job.code),
-             "environment": job_environment(job)}
+    trial = {
+        "type": "command",
+        "command": command,
+        "source_directory": str(job.code),
+        "environment": job_environment(job),
+    }
     return sweep(
-        trial=trial, search_space=spec.get("search_space") or {}, objective=spec.get("objective"),
-        sampling_algorithm=spec.get("sampling_algorithm") or "random", limits=limits,
-        early_termination=spec.get("early_termination"), name=job.display_name or job.path.stem,
-        compute=job.compute, experiment_name=job.experiment_name,
+        trial=trial,
+        search_space=spec.get("search_space") or {},
+        objective=spec.get("objective"),
+        sampling_algorithm=spec.get("sampling_algorithm") or "random",
+        limits=limits,
+        early_termination=spec.get("early_termination"),
+        name=job.display_name or job.path.stem,
+        compute=job.compute,
+        experiment_name=job.experiment_name,
     )
 
 
@@ -110,7 +119,13 @@ def run_job_file(path: str, overrides: list[str] | None = None) -> JobResult | S
         get_run_logger().info("Job file %s: %s", job.path.name, command)
         tags: dict[str, Any] = {**job.tags, "mltrain.job_file": str(job.path)}
         return train_job(
-            command=command, source_directory=str(job.code), environment=job_environment(job),
-            compute=job.compute, experiment_name=job.experiment_name, display_name=job.display_name,
-            tags=tags, distribution=job.distribution, instance_count=job.instance_count,
+            command=command,
+            source_directory=str(job.code),
+            environment=job_environment(job),
+            compute=job.compute,
+            experiment_name=job.experiment_name,
+            display_name=job.display_name,
+            tags=tags,
+            distribution=job.distribution,
+            instance_count=job.instance_count,
         )

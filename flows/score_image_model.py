@@ -13,9 +13,9 @@ from prefect_mltrain.blocks._load import resolve_block
 from prefect_mltrain.blocks.compute import DaskCompute
 from prefect_mltrain.blocks.model import RegisteredModel
 from prefect_mltrain.errors import ConfigurationError, InvalidModelDirectoryError
-from prefect_mltrain.flows._links import flow_run_info
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.tasks.pytorch_score import score_images
+from prefect_mltrain.tracking.links import flow_run_info
 
 
 @dataclass
@@ -72,17 +72,29 @@ def score_image_model(
     out = output_csv or str(MltrainSettings().home_dir / "scores" / (info["id"] or "local") / "predictions.csv")
     target = resolve_block(compute, DaskCompute, "compute")
     with target.task_runner() as runner:
-        scored = runner.submit(score_images, parameters={
-            "model_source": source, "image_dir": str(Path(image_dir).resolve()), "output_csv": out,
-            "batch_size": batch_size, "tracking_uri": tracking_uri}).result()
+        scored = runner.submit(
+            score_images,
+            parameters={
+                "model_source": source,
+                "image_dir": str(Path(image_dir).resolve()),
+                "output_csv": out,
+                "batch_size": batch_size,
+                "tracking_uri": tracking_uri,
+            },
+        ).result()
     accuracy = scored["accuracy"]
     shown = "n/a (no labels)" if accuracy is None else f"{accuracy:.4f}"
-    logger.info("Scored %d images (%d labelled), accuracy %s; predictions in %s",
-                scored["images"], scored["labelled"], shown, scored["csv"])
+    logger.info(
+        "Scored %d images (%d labelled), accuracy %s; predictions in %s",
+        scored["images"],
+        scored["labelled"],
+        shown,
+        scored["csv"],
+    )
     create_markdown_artifact(
         key="image-scores",
         markdown=f"| | |\n|---|---|\n| images | {scored['images']} |\n| labelled | {scored['labelled']} |\n"
-                 f"| accuracy | {shown} |\n| predictions | `{scored['csv']}` |\n",
+        f"| accuracy | {shown} |\n| predictions | `{scored['csv']}` |\n",
         description="score_image_model results.",
     )
     return ScoreResult(scored["csv"], scored["images"], scored["labelled"], accuracy, list(scored["classes"]))

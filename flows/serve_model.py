@@ -5,7 +5,8 @@ from __future__ import annotations
 from prefect import flow
 from prefect.logging import get_run_logger
 
-from prefect_mltrain import serving
+from prefect_mltrain.blocks.model import RegisteredModel
+from prefect_mltrain.registry import serving
 
 
 @flow(name="serve-model")
@@ -21,8 +22,10 @@ def serve_model(model_name: str, version: int | None = None, port: int | None = 
         port: TCP port; a free one when None.
         host: Interface to listen on.
     """
-    server = serving.serve(model_name, version, port, host)
-    get_run_logger().info("Serving %s v%d at %s (pid %d, log %s)", model_name, server.version, server.url, server.pid, server.log)
+    server = serving.serve(RegisteredModel.version_of(model_name, version), port, host)
+    get_run_logger().info(
+        "Serving %s v%d at %s (pid %d, log %s)", model_name, server.version, server.url, server.pid, server.log
+    )
     return server.url
 
 

@@ -31,22 +31,25 @@ from prefect import flow, task
 from prefect.logging import get_run_logger
 from prefect.states import Completed, Failed
 
-from prefect_mltrain import heartbeats
+from prefect_mltrain._compat import heartbeats
+from prefect_mltrain._compat.optuna import trial_by_id
+from prefect_mltrain._compat.optuna import trial_id as storage_id
+from prefect_mltrain._compat.prefect_engine import create_flow, create_flow_run, run_created_flow_run
 from prefect_mltrain.blocks._load import resolve_block
 from prefect_mltrain.blocks.compute import DaskCompute
 from prefect_mltrain.blocks.model import check_model_name
 from prefect_mltrain.blocks.tracking import MlflowTracking
+from prefect_mltrain.compute.devices import cuda_env, devices_needed, worker_allocator
 from prefect_mltrain.errors import ConfigurationError, MltrainError
-from prefect_mltrain.flows._links import flow_run_info, mlflow_tags
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.sweep import charts
-from prefect_mltrain.sweep._optuna import import_optuna, journal_storage
 from prefect_mltrain.sweep.config import Limits, Objective, as_dataclass
-from prefect_mltrain.sweep.gpu import cuda_env, devices_needed, worker_allocator
+from prefect_mltrain.sweep.journal import import_optuna, journal_storage
 from prefect_mltrain.sweep.sampling import SamplingAlgorithm, sampling_algorithm
 from prefect_mltrain.sweep.space import SearchSpace
 from prefect_mltrain.sweep.termination import TerminationPolicy, termination_policy
 from prefect_mltrain.sweep.trial import TrialContext, TrialSpec, TrialStopped, trial_spec
+from prefect_mltrain.tracking.links import flow_run_info, mlflow_tags
 
 _SWEEP_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
@@ -144,8 +147,9 @@ def _worker_study(job: SlotJob) -> Any:
             pruner = job.policy.pruner() if job.policy else optuna.pruners.NopPruner()
             algorithm = job.algorithm
             sampler = algorithm.sampler(job.space, job.slot) if isinstance(algorithm, SamplingAlgorithm) else algorithm
-            study = optuna.load_study(study_name=job.sweep, storage=study_storage(job.storage_path),
-                                      pruner=pruner, sampler=sampler)
+            study = optuna.load_study(
+                study_name=job.sweep, storage=study_storage(job.storage_path), pruner=pruner, sampler=sampler
+            )
             _studies[key] = study
         return study
 
@@ -162,13 +166,20 @@ def sweep_trial(sweep: str, number: int, params: dict[str, Any], job: Any = None
     optuna = import_optuna()
     logger = get_run_logger()
     study = _worker_study(job)
-    trial = optuna.trial.Trial(study, trial_id)
+    trial = trial_by_id(study, trial_id)
     metric = job.objective.primary_metric
     client = job.tracking.client()
     info = flow_run_info()
-    run = client.create_run(job.experiment_id, run_name=f"{sweep}-trial-{number}", tags={
-        "mlflow.parentRunId": job.parent_run_id, "mltrain.sweep": sweep, "mltrain.trial": str(number),
-        **mlflow_tags(info)})
+    run = client.create_run(
+        job.experiment_id,
+        run_name=f"{sweep}-trial-{number}",
+        tags={
+            "mlflow.parentRunId": job.parent_run_id,
+            "mltrain.sweep": sweep,
+            "mltrain.trial": str(number),
+            **mlflow_tags(info),
+        },
+    )
     run_id = run.info.run_id
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
     trial.set_user_attr("mlflow_run_id", run_id)
@@ -185,23 +196,41 @@ def sweep_trial(sweep: str, number: int, params: dict[str, Any], job: Any = None
             if trial.should_prune():
                 raise TrialStopped(job.policy.explain(study, number, step, values[metric]), step)
 
-    context = TrialContext(number, params, metric, run_id, job.tracking.environment_variables(
-        run_id, job.experiment_id), gpu_ids, on_report)
+    context = TrialContext(
+        number,
+        params,
+        metric,
+        run_id,
+        job.tracking.environment_variables(run_id, job.experiment_id),
+        gpu_ids,
+        on_report,
+    )
     status = "FAILED"
     summary: dict[str, Any] = {"number": number, "mlflow_run_id": run_id, "flow_run_id": info["id"]}
     try:
         metrics = dict(job.spec.run(dict(params), context))
         now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()
-                                           if isinstance(v, (int, float)) and math.isfinite(v)])
+        client.log_batch(
+            run_id,
+            metrics=[
+                Metric(k, v, now, 0) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)
+            ],
+        )
         if metric not in metrics:
-            message = (f"Trial {number} finished but did not report the primary metric {metric!r}; it "
-                       f"reported {sorted(metrics)}. Fix: set `objective.primary_metric` to one of those, "
-                       f"or make the trial return/log {metric!r}.")
+            message = (
+                f"Trial {number} finished but did not report the primary metric {metric!r}; it "
+                f"reported {sorted(metrics)}. Fix: set `objective.primary_metric` to one of those, "
+                f"or make the trial return/log {metric!r}."
+            )
             client.set_tag(run_id, "mltrain.error", message)
             study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-            _outcomes[(sweep, number)] = {**summary, "state": "FAIL", "error": "metric_not_reported",
-                                          "message": message, "metrics": metrics}
+            _outcomes[(sweep, number)] = {
+                **summary,
+                "state": "FAIL",
+                "error": "metric_not_reported",
+                "message": message,
+                "metrics": metrics,
+            }
             return Failed(message=message)
         value = float(metrics[metric])
         study.tell(number, value)
@@ -215,8 +244,13 @@ def sweep_trial(sweep: str, number: int, params: dict[str, Any], job: Any = None
         trial.set_user_attr("stopped_at_step", stop.step)
         study.tell(number, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
         logger.info("Trial %d stopped early: %s", number, stop.reason)
-        _outcomes[(sweep, number)] = {**summary, "state": "PRUNED", "reason": stop.reason,
-                                      "step": stop.step, "metrics": dict(context.reported)}
+        _outcomes[(sweep, number)] = {
+            **summary,
+            "state": "PRUNED",
+            "reason": stop.reason,
+            "step": stop.step,
+            "metrics": dict(context.reported),
+        }
         return Completed(name="Pruned", message=stop.reason)
     except (KeyboardInterrupt, SystemExit):
         status = "KILLED"
@@ -253,46 +287,36 @@ class _TrialRuns:
     flow_id: Any = None
 
     def create(self, name: str, parameters: dict[str, Any]) -> Any:
-        from prefect.client.schemas.actions import FlowCreate, FlowRunCreate
-        from prefect.client.schemas.objects import Flow, FlowRun, FlowRunPolicy
-        from prefect.states import Pending, to_state_create
-
         if self.flow_id is None:
-            response = self.client.request("POST", "/flows/", json=FlowCreate(name=self.flow.name).model_dump(mode="json"))
-            self.flow_id = Flow.model_validate(response.json()).id
-        body = FlowRunCreate(
-            flow_id=self.flow_id, flow_version=self.flow.version, name=name, parameters=parameters,
-            tags=self.tags, parent_task_run_id=self.parent_task_run_id, state=to_state_create(Pending()),
-            empirical_policy=FlowRunPolicy(retries=self.flow.retries, retry_delay=int(self.flow.retry_delay_seconds or 0)),
+            self.flow_id = create_flow(self.client, self.flow.name)
+        return create_flow_run(
+            self.client, self.flow, self.flow_id, name, parameters, self.tags, self.parent_task_run_id
         )
-        response = self.client.request("POST", "/flow_runs/", json=body.model_dump(mode="json", exclude_unset=True))
-        return FlowRun.model_validate(response.json())
 
 
 def _run_one(job: SlotJob, study: Any, runs: _TrialRuns) -> dict[str, Any]:
     """Ask the study for a configuration, run it as a `sweep-trial` flow run, return the outcome."""
-    from prefect.context import TaskRunContext
-    from prefect.flow_engine import run_flow
-
     optuna = import_optuna()
     asked = study.ask(job.space.internal())
     values = job.space.values(asked.params)
     asked.set_user_attr("params", values)
-    flow_run = runs.create(f"{job.sweep}-trial-{asked.number}",
-                           {"sweep": job.sweep, "number": asked.number, "params": values})
-    # Outside the slot's task-run context, so the trial's logs and prints land in its own flow run.
-    token = TaskRunContext.__var__.set(None)
-    try:
-        state = run_flow(runs.flow, flow_run=flow_run, parameters=dict(
-            sweep=job.sweep, number=asked.number, params=values, job=job, trial_id=asked._trial_id),
-            return_type="state")
-    finally:
-        TaskRunContext.__var__.reset(token)
+    flow_run = runs.create(
+        f"{job.sweep}-trial-{asked.number}", {"sweep": job.sweep, "number": asked.number, "params": values}
+    )
+    state = run_created_flow_run(
+        runs.flow,
+        flow_run,
+        dict(sweep=job.sweep, number=asked.number, params=values, job=job, trial_id=storage_id(asked)),
+    )
     outcome = _outcomes.pop((job.sweep, asked.number), None)
     if outcome is None or (state.is_failed() or state.is_crashed()) and outcome.get("state") != "FAIL":
         study.tell(asked.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-        outcome = {"number": asked.number, "state": "FAIL", "message": state.message or state.name,
-                   **({k: outcome[k] for k in ("mlflow_run_id", "flow_run_id")} if outcome else {})}
+        outcome = {
+            "number": asked.number,
+            "state": "FAIL",
+            "message": state.message or state.name,
+            **({k: outcome[k] for k in ("mlflow_run_id", "flow_run_id")} if outcome else {}),
+        }
     outcome["flow_state"] = state.name
     return outcome
 
@@ -323,11 +347,18 @@ def trial_slot(job: SlotJob) -> list[dict[str, Any]]:
     outcomes: list[dict[str, Any]] = []
     try:
         os.environ.update(cuda_env(job.gpu_ids))
-        with concurrency(job.concurrency_limit, occupy=1), heartbeats.off(), \
-                get_client(sync_client=True) as prefect_client:
+        with (
+            concurrency(job.concurrency_limit, occupy=1),
+            heartbeats.off(),
+            get_client(sync_client=True) as prefect_client,
+        ):
             task_run = TaskRunContext.get()
-            runs = _TrialRuns(prefect_client, _trial_flow(job), task_run.task_run.id if task_run else None,
-                              sorted({*(task_run.task_run.tags if task_run else ()), f"sweep:{job.sweep}"}))
+            runs = _TrialRuns(
+                prefect_client,
+                _trial_flow(job),
+                task_run.task_run.id if task_run else None,
+                sorted({*(task_run.task_run.tags if task_run else ()), f"sweep:{job.sweep}"}),
+            )
             while True:
                 if job.deadline is not None and time.time() >= job.deadline:
                     break
@@ -394,9 +425,29 @@ def _sweep_lock(path: Path, name: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def _load_block(field_name: str, value: Any) -> Any:
+    """Load the saved block a trial field refers to (`CommandTrial.environment`: a name, fields or a block)."""
+    from collections.abc import Mapping
+
+    from prefect_mltrain.blocks.environment import TrainingEnvironment
+
+    if field_name != "environment":
+        raise ConfigurationError(f"A trial refers to a block in {field_name!r}, which the sweep cannot load.")
+    if isinstance(value, Mapping):
+        return TrainingEnvironment(**value)
+    return resolve_block(value, TrainingEnvironment, "trial.environment")
+
+
 def check_sweep(
-    trial: Any, search_space: Any, objective: Any, sampling_algorithm_: Any, limits: Any,
-    early_termination: Any, seed: int | None, name: str | None, register_best_model_as: str | None,
+    trial: Any,
+    search_space: Any,
+    objective: Any,
+    sampling_algorithm_: Any,
+    limits: Any,
+    early_termination: Any,
+    seed: int | None,
+    name: str | None,
+    register_best_model_as: str | None,
 ) -> tuple[TrialSpec, SearchSpace, Objective, Any, Limits, TerminationPolicy | None, str]:
     """Validate every argument of a sweep together; raise `ConfigurationError` on the first problem."""
     goal = as_dataclass(Objective, objective, "objective") if objective is not None else None
@@ -411,8 +462,12 @@ def check_sweep(
     if isinstance(algorithm, SamplingAlgorithm):
         algorithm.check(space)
     policy = termination_policy(early_termination)
-    if policy is not None and isinstance(algorithm, SamplingAlgorithm) and algorithm.adaptive \
-            and policy.type in ("bandit", "median_stopping", "truncation_selection"):
+    if (
+        policy is not None
+        and isinstance(algorithm, SamplingAlgorithm)
+        and algorithm.adaptive
+        and policy.type in ("bandit", "median_stopping", "truncation_selection")
+    ):
         raise ConfigurationError(
             f"`early_termination`={policy.type!r} cannot act with `sampling_algorithm`='bayesian': as in "
             f"Azure ML, bayesian sampling learns from finished trials only, and trials stopped by "
@@ -422,7 +477,7 @@ def check_sweep(
         )
     lim = as_dataclass(Limits, limits, "limits")
     lim.check()
-    spec = trial_spec(trial)
+    spec = trial_spec(trial).with_blocks(_load_block)
     spec.check(space)
     if name is None:
         name = f"sweep-{int(time.time())}"
@@ -443,15 +498,17 @@ def check_sweep(
     return spec, space, goal, algorithm, lim, policy, name
 
 
-def _open_study(name: str, path: Path, space: SearchSpace, goal: Objective, algorithm: Any,
-                policy: TerminationPolicy | None) -> tuple[Any, bool]:
+def _open_study(
+    name: str, path: Path, space: SearchSpace, goal: Objective, algorithm: Any, policy: TerminationPolicy | None
+) -> tuple[Any, bool]:
     optuna = import_optuna()
     sampler = algorithm.sampler(space) if isinstance(algorithm, SamplingAlgorithm) else algorithm
     pruner = policy.pruner() if policy else optuna.pruners.NopPruner()
     storage = study_storage(path)
     resumed = name in optuna.get_all_study_names(storage)
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                                direction=goal.goal, load_if_exists=True)
+    study = optuna.create_study(
+        study_name=name, storage=storage, sampler=sampler, pruner=pruner, direction=goal.goal, load_if_exists=True
+    )
     stored = study.user_attrs.get("search_space")
     if resumed and stored is not None and stored != space.to_dict():
         raise ConfigurationError(
@@ -474,7 +531,7 @@ def _recover(study: Any, logger: Any) -> int:
     optuna = import_optuna()
     requeued = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        optuna.trial.Trial(study, t._trial_id).set_user_attr("abandoned", True)
+        trial_by_id(study, storage_id(t)).set_user_attr("abandoned", True)
         study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
         requeued += 1
@@ -486,8 +543,10 @@ def _recover(study: Any, logger: Any) -> int:
 def _kill_stale_mlflow_runs(client: Any, experiment_id: str, name: str, parent_run_id: str | None) -> int:
     """End MLflow runs of this sweep left RUNNING by a killed process (KILLED)."""
     runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.`mltrain.sweep` = '{name}' and attributes.status = 'RUNNING'",
-        max_results=1000)
+        [experiment_id],
+        filter_string=f"tags.`mltrain.sweep` = '{name}' and attributes.status = 'RUNNING'",
+        max_results=1000,
+    )
     stale = [r for r in runs if r.info.run_id != parent_run_id]
     for r in stale:
         client.set_terminated(r.info.run_id, status="KILLED")
@@ -497,9 +556,11 @@ def _kill_stale_mlflow_runs(client: Any, experiment_id: str, name: str, parent_r
 def _finished(study: Any) -> list[Any]:
     optuna = import_optuna()
     states = optuna.trial.TrialState
-    return [t for t in study.get_trials(deepcopy=False)
-            if t.state in (states.COMPLETE, states.PRUNED)
-            or (t.state == states.FAIL and not t.user_attrs.get("abandoned"))]
+    return [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (states.COMPLETE, states.PRUNED) or (t.state == states.FAIL and not t.user_attrs.get("abandoned"))
+    ]
 
 
 def _rows(study: Any, goal: Objective) -> list[dict[str, Any]]:
@@ -508,15 +569,17 @@ def _rows(study: Any, goal: Objective) -> list[dict[str, Any]]:
     for t in study.get_trials(deepcopy=False):
         if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("abandoned"):
             continue
-        rows.append({
-            "trial": t.number,
-            "state": t.state.name,
-            goal.primary_metric: t.value if t.state == optuna.trial.TrialState.COMPLETE else None,
-            **{k: v for k, v in (t.user_attrs.get("params") or {}).items()},
-            "stopped_reason": t.user_attrs.get("stopped_reason"),
-            "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
-            "flow_run_id": t.user_attrs.get("flow_run_id"),
-        })
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name,
+                goal.primary_metric: t.value if t.state == optuna.trial.TrialState.COMPLETE else None,
+                **{k: v for k, v in (t.user_attrs.get("params") or {}).items()},
+                "stopped_reason": t.user_attrs.get("stopped_reason"),
+                "mlflow_run_id": t.user_attrs.get("mlflow_run_id"),
+                "flow_run_id": t.user_attrs.get("flow_run_id"),
+            }
+        )
     done = [r for r in rows if r[goal.primary_metric] is not None]
     rest = [r for r in rows if r[goal.primary_metric] is None]
     done.sort(key=lambda r: r[goal.primary_metric], reverse=goal.maximize)
@@ -587,8 +650,16 @@ def sweep(
 
     logger = get_run_logger()
     spec, space, goal, algorithm, lim, policy, name = check_sweep(
-        trial, search_space, objective, sampling_algorithm, limits, early_termination, seed, name,
-        register_best_model_as)
+        trial,
+        search_space,
+        objective,
+        sampling_algorithm,
+        limits,
+        early_termination,
+        seed,
+        name,
+        register_best_model_as,
+    )
     target = resolve_block(compute, DaskCompute, "compute")
     target.check_reachable()
     tracker = resolve_block(tracking, MlflowTracking, "tracking")
@@ -606,20 +677,28 @@ def sweep(
         if parent_run_id:
             client.update_run(parent_run_id, status="RUNNING")
         else:
-            parent = client.create_run(experiment_id, run_name=name, tags={
-                "mltrain.sweep": name, "mltrain.sweep_role": "parent", **mlflow_tags(info)})
+            parent = client.create_run(
+                experiment_id,
+                run_name=name,
+                tags={"mltrain.sweep": name, "mltrain.sweep_role": "parent", **mlflow_tags(info)},
+            )
             parent_run_id = parent.info.run_id
             study.set_user_attr("mlflow_parent_run_id", parent_run_id)
             from mlflow.entities import Param
 
-            client.log_batch(parent_run_id, params=[
-                Param("sampling_algorithm", getattr(algorithm, "name", type(algorithm).__name__)),
-                Param("primary_metric", goal.primary_metric), Param("goal", goal.goal),
-                Param("search_space", json.dumps(space.to_dict())[:6000]),
-                Param("early_termination", json.dumps(policy.to_dict() if policy else None)),
-                Param("max_total_trials", str(lim.max_total_trials)),
-                Param("max_concurrent_trials", str(lim.max_concurrent_trials)),
-                Param("trial", spec.describe()[:6000])])
+            client.log_batch(
+                parent_run_id,
+                params=[
+                    Param("sampling_algorithm", getattr(algorithm, "name", type(algorithm).__name__)),
+                    Param("primary_metric", goal.primary_metric),
+                    Param("goal", goal.goal),
+                    Param("search_space", json.dumps(space.to_dict())[:6000]),
+                    Param("early_termination", json.dumps(policy.to_dict() if policy else None)),
+                    Param("max_total_trials", str(lim.max_total_trials)),
+                    Param("max_concurrent_trials", str(lim.max_concurrent_trials)),
+                    Param("trial", spec.describe()[:6000]),
+                ],
+            )
         killed = _kill_stale_mlflow_runs(client, experiment_id, name, parent_run_id)
         if killed:
             logger.info("Ended %d MLflow run(s) left RUNNING by a killed run of this sweep (KILLED).", killed)
@@ -638,8 +717,10 @@ def sweep(
         started = time.monotonic()
         deadline = time.time() + lim.timeout_seconds if lim.timeout_seconds else None
         progress_id = create_progress_artifact(
-            progress=100.0 * done_before / max(capacity, 1), key=f"{name}-progress",
-            description=f"Trials finished of {capacity} ({lim.max_concurrent_trials} at a time).")
+            progress=100.0 * done_before / max(capacity, 1),
+            key=f"{name}-progress",
+            description=f"Trials finished of {capacity} ({lim.max_concurrent_trials} at a time).",
+        )
         best: dict[str, Any] = {}
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             if goal.better(float(t.value), best.get("value")):
@@ -670,12 +751,26 @@ def sweep(
                     resources = target.worker_resources()
                     for slot in range(slots):
                         job = SlotJob(
-                            sweep=name, slot=slot, storage_path=str(path), space=space, algorithm=algorithm, spec=spec,
-                            objective=goal, policy=policy, tracking=tracker, experiment_id=experiment_id,
-                            parent_run_id=parent_run_id, gpus_per_trial=target.gpus_per_trial,
-                            concurrency_limit=concurrency_limit, tickets=tickets.name, stop_variable=stop_var.name,
-                            deadline=deadline, goal_value=lim.goal_value, timeout_seconds=lim.trial_timeout_seconds,
-                            retries=lim.trial_retries)
+                            sweep=name,
+                            slot=slot,
+                            storage_path=str(path),
+                            space=space,
+                            algorithm=algorithm,
+                            spec=spec,
+                            objective=goal,
+                            policy=policy,
+                            tracking=tracker,
+                            experiment_id=experiment_id,
+                            parent_run_id=parent_run_id,
+                            gpus_per_trial=target.gpus_per_trial,
+                            concurrency_limit=concurrency_limit,
+                            tickets=tickets.name,
+                            stop_variable=stop_var.name,
+                            deadline=deadline,
+                            goal_value=lim.goal_value,
+                            timeout_seconds=lim.trial_timeout_seconds,
+                            retries=lim.trial_retries,
+                        )
                         with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
                             futures.append(runner.submit(trial_slot, parameters={"job": job}))
                     last = -1
@@ -720,18 +815,22 @@ def sweep(
         best_row = next((r for r in rows if r[goal.primary_metric] is not None), None)
         counts = {s: sum(1 for r in rows if r["state"] == s) for s in ("COMPLETE", "PRUNED", "FAIL")}
         create_table_artifact(
-            key=f"{name}-leaderboard", table=[{k: v for k, v in r.items()} for r in rows],
+            key=f"{name}-leaderboard",
+            table=[{k: v for k, v in r.items()} for r in rows],
             description=f"Sweep {name!r}: trials best first by {goal.primary_metric} ({goal.goal}). "
-                        f"{counts['COMPLETE']} completed, {counts['PRUNED']} stopped early, {counts['FAIL']} failed; "
-                        f"stopped because {stop_reason}.")
+            f"{counts['COMPLETE']} completed, {counts['PRUNED']} stopped early, {counts['FAIL']} failed; "
+            f"stopped because {stop_reason}.",
+        )
         decisions = [{"trial": r["trial"], "reason": r["stopped_reason"]} for r in rows if r["state"] == "PRUNED"]
         charts.publish(name, study, goal, rows, decisions, client, parent_run_id, policy)
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric("trials_completed", counts["COMPLETE"], now, 0),
-                   Metric("trials_pruned", counts["PRUNED"], now, 0),
-                   Metric("trials_failed", counts["FAIL"], now, 0)]
+        metrics = [
+            Metric("trials_completed", counts["COMPLETE"], now, 0),
+            Metric("trials_pruned", counts["PRUNED"], now, 0),
+            Metric("trials_failed", counts["FAIL"], now, 0),
+        ]
         if best_row is not None:
             metrics.append(Metric(f"best_{goal.primary_metric}", float(best_row[goal.primary_metric]), now, 0))
             client.set_tag(parent_run_id, "mltrain.best_trial", str(best_row["trial"]))
@@ -742,16 +841,27 @@ def sweep(
         logger.info("Sweep %r done in %.1f s (%s): %s", name, elapsed, stop_reason, counts)
 
         result = SweepResult(
-            name=name, best_trial=best_row["trial"] if best_row else None,
+            name=name,
+            best_trial=best_row["trial"] if best_row else None,
             best_value=best_row[goal.primary_metric] if best_row else None,
             best_params={k: best_row[k] for k in space} if best_row else {},
             best_mlflow_run_id=best_row["mlflow_run_id"] if best_row else None,
-            mlflow_parent_run_id=parent_run_id, experiment_id=experiment_id, flow_run_url=info["url"],
-            stop_reason=stop_reason, trials=rows)
+            mlflow_parent_run_id=parent_run_id,
+            experiment_id=experiment_id,
+            flow_run_url=info["url"],
+            stop_reason=stop_reason,
+            trials=rows,
+        )
         if register_best_model_as and best_row is not None and spec.model_artifact:
             from prefect_mltrain.tasks.register import register_model
 
-            entry = register_model(tracker, register_best_model_as, best_row["mlflow_run_id"],
-                                   spec.model_artifact, spec.framework, flow_run_id=info["id"] or None)
+            entry = register_model(
+                tracker,
+                register_best_model_as,
+                best_row["mlflow_run_id"],
+                spec.model_artifact,
+                spec.framework,
+                flow_run_id=info["id"] or None,
+            )
             result.model_block, result.model_version = entry.document_name, entry.version
         return result

@@ -19,19 +19,20 @@ from prefect_mltrain.blocks.compute import DaskCompute
 from prefect_mltrain.blocks.environment import TrainingEnvironment
 from prefect_mltrain.blocks.model import check_model_name
 from prefect_mltrain.blocks.tracking import MlflowTracking
-from prefect_mltrain.containers import ContainerSpec, local_store_paths
-from prefect_mltrain.distribution import Slot, check_distribution, launcher_environment, place, worker_host
+from prefect_mltrain.environments.build import BuiltEnvironment, cached_build
 from prefect_mltrain.errors import ConfigurationError, JobFailedError, ModelRegistrationError
-from prefect_mltrain.flows._links import TrackedRun, flow_run_info, mlflow_tags, publish_run_links
-from prefect_mltrain.flows._pending_run import RUN_ID_FILE_VARIABLE, PendingRun, starts_before_run, write_atomically
-from prefect_mltrain.frameworks import detect_framework
-from prefect_mltrain.launch import BOOTSTRAP_DIR, job_pythonpath
+from prefect_mltrain.jobs.containers import ContainerSpec, local_store_paths
+from prefect_mltrain.jobs.distribution import Slot, check_distribution, launcher_environment, place, worker_host
+from prefect_mltrain.jobs.launch import BOOTSTRAP_DIR, job_pythonpath
+from prefect_mltrain.jobs.pending_run import RUN_ID_FILE_VARIABLE, PendingRun, starts_before_run, write_atomically
+from prefect_mltrain.jobs.snapshot import snapshot_source
+from prefect_mltrain.registry.frameworks import detect_framework
 from prefect_mltrain.settings import MltrainSettings
-from prefect_mltrain.stack import free_port
+from prefect_mltrain.system.net import free_port
 from prefect_mltrain.tasks.command import run_command
-from prefect_mltrain.tasks.environment import BuiltEnvironment, build_environment, cached_build
+from prefect_mltrain.tasks.environment import build_environment
 from prefect_mltrain.tasks.register import register_model
-from prefect_mltrain.tasks.snapshot import snapshot_source
+from prefect_mltrain.tracking.links import TrackedRun, flow_run_info, mlflow_tags, publish_run_links
 
 
 def default_command_compute() -> DaskCompute:
@@ -55,8 +56,11 @@ class JobResult(TrackedRun):
 
 
 def _check_job(
-    script: str | None, command: str | None, source_directory: str,
-    model_path: str | None, model_name: str | None,
+    script: str | None,
+    command: str | None,
+    source_directory: str,
+    model_path: str | None,
+    model_name: str | None,
 ) -> Path:
     """Validate the job's shape before any compute starts; return the source directory."""
     if (script is None) == (command is None):
@@ -123,8 +127,9 @@ def _environment(runner: Any, env: TrainingEnvironment, target: DaskCompute) -> 
     return runner.submit(build_environment, parameters={"environment": env}).result()
 
 
-def _submit(runner: Any, slots: list[Slot], kind: str, per_instance: int, parameters: dict[str, Any],
-            logs: Path) -> dict[Any, int]:
+def _submit(
+    runner: Any, slots: list[Slot], kind: str, per_instance: int, parameters: dict[str, Any], logs: Path
+) -> dict[Any, int]:
     """Start the command once per slot, all at once; return each rank's future."""
     if kind == "single":
         return {runner.submit(run_command, parameters={**parameters, "log_file": str(logs / "std_log.txt")}): 0}
@@ -158,8 +163,11 @@ def _wait(futures: dict[Any, int], stop_file: Path) -> None:
             failures.append((futures[future], exc))
     if failures:
         rank, exc = failures[0]  # the first to fail is the cause; the rest were stopped
-        raise JobFailedError(f"Rank {rank} of {len(futures)} failed first (ranks failed: {sorted(r for r, _ in failures)}). {exc}",
-                             exit_code=exc.exit_code, stderr_tail=exc.stderr_tail)
+        raise JobFailedError(
+            f"Rank {rank} of {len(futures)} failed first (ranks failed: {sorted(r for r, _ in failures)}). {exc}",
+            exit_code=exc.exit_code,
+            stderr_tail=exc.stderr_tail,
+        )
 
 
 @flow(name="train-job")
@@ -234,8 +242,9 @@ def train_job(
     stop_file = run_dir / "stop-job"  # its appearance kills the command (see run_command)
     # The MLflow run is made on a thread; a Python job starts without waiting for it.
     early = starts_before_run(script, command)
-    with PendingRun(tracker, experiment_name, display_name or info["name"] or None,
-                    run_dir / "mlflow" / "run.json", stop_file) as pending:
+    with PendingRun(
+        tracker, experiment_name, display_name or info["name"] or None, run_dir / "mlflow" / "run.json", stop_file
+    ) as pending:
         if not early or env.is_container:  # they need the run (an image: its experiment) to start
             pending.start()
         snap = snapshot_source(source, run_dir / "snapshot", settings.snapshot_max_mb, ignore_file)
@@ -247,14 +256,18 @@ def train_job(
         with target.task_runner() as runner:
             slots = _slots(runner, kind, instance_count, per_instance)
             built = _environment(runner, env, target)
-            logger.info("Environment %s (%s) %s", built.content_hash[:12], built.kind, "reused" if built.cached else "built")
-            pending.create({
-                **mlflow_tags(info),
-                "mltrain.environment_hash": built.content_hash,
-                "mltrain.source_fingerprint": snap.fingerprint,
-                "mltrain.command": " ".join(argv),
-                **(tags or {}),
-            })
+            logger.info(
+                "Environment %s (%s) %s", built.content_hash[:12], built.kind, "reused" if built.cached else "built"
+            )
+            pending.create(
+                {
+                    **mlflow_tags(info),
+                    "mltrain.environment_hash": built.content_hash,
+                    "mltrain.source_fingerprint": snap.fingerprint,
+                    "mltrain.command": " ".join(argv),
+                    **(tags or {}),
+                }
+            )
             job_env = {
                 **env.job_environment(),
                 **tracker.environment_variables(),
@@ -276,10 +289,21 @@ def train_job(
                 job_env["PATH"] = f"{built.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
                 if built.prefix:
                     job_env["VIRTUAL_ENV"] = built.prefix
-            ranks = _submit(runner, slots, kind, per_instance, {
-                "argv": argv, "cwd": str(workdir), "env": job_env, "timeout_seconds": timeout_seconds,
-                "container": container, "stop_file": str(stop_file),
-            }, run_dir / "user_logs")
+            ranks = _submit(
+                runner,
+                slots,
+                kind,
+                per_instance,
+                {
+                    "argv": argv,
+                    "cwd": str(workdir),
+                    "env": job_env,
+                    "timeout_seconds": timeout_seconds,
+                    "container": container,
+                    "stop_file": str(stop_file),
+                },
+                run_dir / "user_logs",
+            )
             # Once the command is up (run_command opens its log just before starting it): this
             # process's threads share one GIL, and importing mlflow would slow that start down.
             pending.start(after=lambda: any((run_dir / "user_logs").glob("std_log*.txt")))
@@ -291,20 +315,34 @@ def train_job(
                 raise
             experiment_id = pending.experiment_id.result()
             url = tracker.run_url(experiment_id, run_id)
-            publish_run_links(url, run_id, tracker.ui_command(), {
-                "MLflow run": run_id, "Run folder": str(run_dir), "Environment": built.content_hash[:16],
-            })
+            publish_run_links(
+                url,
+                run_id,
+                tracker.ui_command(),
+                {
+                    "MLflow run": run_id,
+                    "Run folder": str(run_dir),
+                    "Environment": built.content_hash[:16],
+                },
+            )
             logger.info("MLflow run %s: %s", run_id, url)
             client = tracker.client()
             try:
                 _wait(ranks, stop_file)
             finally:
-                for sub, path in (("outputs", workdir / "outputs"), ("logs", workdir / "logs"), ("user_logs", run_dir / "user_logs")):
+                for sub, path in (
+                    ("outputs", workdir / "outputs"),
+                    ("logs", workdir / "logs"),
+                    ("user_logs", run_dir / "user_logs"),
+                ):
                     if path.is_dir() and any(path.iterdir()):
                         client.log_artifacts(run_id, str(path), sub)
             result = JobResult(
-                mlflow_run_id=run_id, experiment_id=experiment_id, flow_run_url=info["url"],
-                run_dir=str(run_dir), outputs_dir=str(workdir / "outputs"),
+                mlflow_run_id=run_id,
+                experiment_id=experiment_id,
+                flow_run_url=info["url"],
+                run_dir=str(run_dir),
+                outputs_dir=str(workdir / "outputs"),
                 metrics=dict(client.get_run(run_id).data.metrics),
             )
             if model_name and model_path:
@@ -317,8 +355,13 @@ def train_job(
                         f"correct `model_path`. The run's outputs are kept; nothing was registered."
                     )
                 entry = register_model(
-                    tracker, model_name, run_id, model_path, detect_framework(produced),
-                    flow_run_id=info["id"] or None, environment_hash=built.content_hash,
+                    tracker,
+                    model_name,
+                    run_id,
+                    model_path,
+                    detect_framework(produced),
+                    flow_run_id=info["id"] or None,
+                    environment_hash=built.content_hash,
                     data_fingerprint=snap.fingerprint,
                 )
                 result.model_block, result.model_version = entry.document_name, entry.version

@@ -14,16 +14,17 @@ from prefect_mltrain.blocks.compute import DaskCompute
 from prefect_mltrain.blocks.model import check_model_name
 from prefect_mltrain.blocks.tracking import MlflowTracking
 from prefect_mltrain.errors import ConfigurationError
-from prefect_mltrain.flows._links import flow_run_info, mlflow_tags, publish_run_links
-from prefect_mltrain.settings import MltrainSettings
-from prefect_mltrain.tasks.pytorch_data import (
+from prefect_mltrain.pytorch.data import (
     check_architecture,
     check_initial_weights,
     check_same_classes,
     scan_image_directory,
 )
-from prefect_mltrain.tasks.pytorch_train import Reporter, TrainConfig, config_summary, run_distributed, train_pytorch
+from prefect_mltrain.pytorch.train import Reporter, TrainConfig, config_summary
+from prefect_mltrain.settings import MltrainSettings
+from prefect_mltrain.tasks.pytorch_train import run_distributed, train_pytorch
 from prefect_mltrain.tasks.register import register_model
+from prefect_mltrain.tracking.links import flow_run_info, mlflow_tags, publish_run_links
 
 
 @dataclass
@@ -117,9 +118,17 @@ def train_pytorch_model(
     """
     logger = get_run_logger()
     # Everything is checked here, before any compute starts.
-    _positive(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, patience=patience,
-              print_frequency=print_frequency, image_size=image_size, nodes=nodes,
-              processes_per_node=processes_per_node, dist_timeout=dist_timeout)
+    _positive(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        patience=patience,
+        print_frequency=print_frequency,
+        image_size=image_size,
+        nodes=nodes,
+        processes_per_node=processes_per_node,
+        dist_timeout=dist_timeout,
+    )
     if image_size < 32:
         raise ConfigurationError(
             f"`image_size` must be >= 32 (DenseNet's and ResNet's downsampling leaves nothing of "
@@ -142,31 +151,64 @@ def train_pytorch_model(
     tracker = resolve_block(tracking, MlflowTracking, "tracking")
     experiment_id = tracker.ensure_experiment(experiment_name)
     info = flow_run_info()
-    folder = Path(checkpoint_dir).expanduser() if checkpoint_dir else (
-        MltrainSettings().home_dir / "pytorch" / (info["id"] or "local"))
+    folder = (
+        Path(checkpoint_dir).expanduser()
+        if checkpoint_dir
+        else (MltrainSettings().home_dir / "pytorch" / (info["id"] or "local"))
+    )
     folder.mkdir(parents=True, exist_ok=True)
     world_size = nodes * processes_per_node
     client = tracker.client()
-    tags = {**mlflow_tags(info), "mltrain.framework": "torchvision", "mltrain.model": model,
-            "mltrain.checkpoint_dir": str(folder)}
+    tags = {
+        **mlflow_tags(info),
+        "mltrain.framework": "torchvision",
+        "mltrain.model": model,
+        "mltrain.checkpoint_dir": str(folder),
+    }
     with tracker.start_run(experiment_id, run_name=display_name or info["name"] or None, tags=tags) as run:
         run_id = run.info.run_id
         config = TrainConfig(
-            model=model, training_data=train_dir.path, validation_data=valid_dir.path,
-            classes=train_dir.classes, checkpoint_dir=str(folder.resolve()), epochs=epochs,
-            batch_size=batch_size, warmup_steps=warmup_steps, learning_rate=learning_rate,
-            random_seed=random_seed, patience=patience, print_frequency=print_frequency,
-            image_size=image_size, initial_weights=weights, amp=amp, channels_last=channels_last,
-            dist_timeout=dist_timeout, tracking_uri=tracker.resolved_tracking_uri(), mlflow_run_id=run_id,
+            model=model,
+            training_data=train_dir.path,
+            validation_data=valid_dir.path,
+            classes=train_dir.classes,
+            checkpoint_dir=str(folder.resolve()),
+            epochs=epochs,
+            batch_size=batch_size,
+            warmup_steps=warmup_steps,
+            learning_rate=learning_rate,
+            random_seed=random_seed,
+            patience=patience,
+            print_frequency=print_frequency,
+            image_size=image_size,
+            initial_weights=weights,
+            amp=amp,
+            channels_last=channels_last,
+            dist_timeout=dist_timeout,
+            tracking_uri=tracker.resolved_tracking_uri(),
+            mlflow_run_id=run_id,
         )
-        for key, value in {**config_summary(config), "nodes": nodes, "processes_per_node": processes_per_node,
-                           "world_size": world_size, "num_classes": len(train_dir.classes),
-                           "training_images": train_dir.size, "validation_images": valid_dir.size}.items():
+        for key, value in {
+            **config_summary(config),
+            "nodes": nodes,
+            "processes_per_node": processes_per_node,
+            "world_size": world_size,
+            "num_classes": len(train_dir.classes),
+            "training_images": train_dir.size,
+            "validation_images": valid_dir.size,
+        }.items():
             client.log_param(run_id, key, "" if value is None else value)
         client.log_dict(run_id, {"classes": list(train_dir.classes)}, "classes.json")
-        logger.info("Training %s on %d classes %s: %d training and %d validation images, world size %d; "
-                    "checkpoints in %s", model, len(train_dir.classes), list(train_dir.classes)[:10],
-                    train_dir.size, valid_dir.size, world_size, folder)
+        logger.info(
+            "Training %s on %d classes %s: %d training and %d validation images, world size %d; checkpoints in %s",
+            model,
+            len(train_dir.classes),
+            list(train_dir.classes)[:10],
+            train_dir.size,
+            valid_dir.size,
+            world_size,
+            folder,
+        )
         attempt = 0
         with target.task_runner() as runner:
             while True:
@@ -174,34 +216,62 @@ def train_pytorch_model(
                 try:
                     if world_size == 1:
                         with _resources(target):
-                            outcome = runner.submit(train_pytorch, parameters={"config": config, "report": report}).result()
+                            outcome = runner.submit(
+                                train_pytorch, parameters={"config": config, "report": report}
+                            ).result()
                     else:
                         outcome = run_distributed(runner, config, nodes, processes_per_node, report)
                     break
                 except Exception as exc:
                     if attempt > max_restarts:
                         raise
-                    logger.warning("Attempt %d failed (%s: %s); attempt %d resumes from the last checkpoint",
-                                   attempt, type(exc).__name__, exc, attempt + 1)
+                    logger.warning(
+                        "Attempt %d failed (%s: %s); attempt %d resumes from the last checkpoint",
+                        attempt,
+                        type(exc).__name__,
+                        exc,
+                        attempt + 1,
+                    )
         history = outcome["history"]
         final = {k: v for k, v in history[-1].items() if k != "epoch"} if history else {}
         url = tracker.run_url(experiment_id, run_id)
-        publish_run_links(url, run_id, tracker.ui_command(), {
-            "MLflow run": run_id, "epochs": len(history), "checkpoint_dir": str(folder),
-            **{k: f"{v:.4f}" for k, v in final.items()}})
+        publish_run_links(
+            url,
+            run_id,
+            tracker.ui_command(),
+            {
+                "MLflow run": run_id,
+                "epochs": len(history),
+                "checkpoint_dir": str(folder),
+                **{k: f"{v:.4f}" for k, v in final.items()},
+            },
+        )
         result = PytorchTrainResult(
-            mlflow_run_id=run_id, experiment_id=experiment_id, flow_run_url=info["url"],
-            model_dir=outcome["model_dir"], checkpoint_dir=str(folder), classes=list(train_dir.classes),
-            history=history, metrics=final, epochs_trained=outcome["epochs_trained"],
-            resumed_from_epoch=outcome["resumed_from_epoch"], stopped_early=outcome["stopped_early"],
-            attempts=attempt, world_size=world_size,
+            mlflow_run_id=run_id,
+            experiment_id=experiment_id,
+            flow_run_url=info["url"],
+            model_dir=outcome["model_dir"],
+            checkpoint_dir=str(folder),
+            classes=list(train_dir.classes),
+            history=history,
+            metrics=final,
+            epochs_trained=outcome["epochs_trained"],
+            resumed_from_epoch=outcome["resumed_from_epoch"],
+            stopped_early=outcome["stopped_early"],
+            attempts=attempt,
+            world_size=world_size,
         )
         if model_name:
             from importlib.metadata import version
 
             entry = register_model(
-                tracker, model_name, run_id, "model", "torchvision",
-                framework_version=version("torchvision"), flow_run_id=info["id"] or None,
+                tracker,
+                model_name,
+                run_id,
+                "model",
+                "torchvision",
+                framework_version=version("torchvision"),
+                flow_run_id=info["id"] or None,
                 resources={"gpus": 0 if outcome["device"] == "cpu" else 1},
             )
             result.model_block, result.model_version = entry.document_name, entry.version

@@ -14,9 +14,10 @@ from prefect_mltrain.blocks.compute import DaskCompute
 from prefect_mltrain.blocks.model import check_model_name
 from prefect_mltrain.blocks.tracking import MlflowTracking
 from prefect_mltrain.errors import ConfigurationError
-from prefect_mltrain.flows._links import TrackedRun, flow_run_info, mlflow_tags, publish_run_links
+from prefect_mltrain.estimators.sklearn import BUNDLED_DATASETS, load_dataset, make_estimator
 from prefect_mltrain.tasks.register import register_model
-from prefect_mltrain.tasks.sklearn import BUNDLED_DATASETS, fit_estimator, load_dataset, make_estimator
+from prefect_mltrain.tasks.sklearn import fit_estimator
+from prefect_mltrain.tracking.links import TrackedRun, flow_run_info, mlflow_tags, publish_run_links
 
 
 class FitResult(TrackedRun):
@@ -76,39 +77,67 @@ def train_sklearn(
     experiment_id = tracker.ensure_experiment(experiment_name)
     info = flow_run_info()
     with target.task_runner() as runner:
-        fitted = runner.submit(fit_estimator, parameters={
-            "estimator": estimator, "params": params, "dataset": dataset,
-            "target_column": target_column, "test_size": test_size, "random_state": random_state,
-        }).result()
+        fitted = runner.submit(
+            fit_estimator,
+            parameters={
+                "estimator": estimator,
+                "params": params,
+                "dataset": dataset,
+                "target_column": target_column,
+                "test_size": test_size,
+                "random_state": random_state,
+            },
+        ).result()
     import mlflow.sklearn
     import sklearn
 
     client = tracker.client()
-    tags = {**mlflow_tags(info), "mltrain.estimator": estimator, "mltrain.dataset": dataset,
-            "mltrain.data_fingerprint": fitted["fingerprint"]}
+    tags = {
+        **mlflow_tags(info),
+        "mltrain.estimator": estimator,
+        "mltrain.dataset": dataset,
+        "mltrain.data_fingerprint": fitted["fingerprint"],
+    }
     with tracker.start_run(experiment_id, run_name=display_name or info["name"] or None, tags=tags) as run:
         run_id = run.info.run_id
-        for key, value in {**params, "estimator": estimator, "dataset": dataset,
-                           "test_size": test_size, "random_state": random_state}.items():
+        for key, value in {
+            **params,
+            "estimator": estimator,
+            "dataset": dataset,
+            "test_size": test_size,
+            "random_state": random_state,
+        }.items():
             client.log_param(run_id, key, value)
         for key, value in fitted["metrics"].items():
             client.log_metric(run_id, key, value)
         with tempfile.TemporaryDirectory() as tmp:
             mlflow.sklearn.save_model(
-                fitted["model"], Path(tmp) / "model", input_example=fitted["input_example"],
+                fitted["model"],
+                Path(tmp) / "model",
+                input_example=fitted["input_example"],
                 skops_trusted_types=_trusted_types(fitted["model"]),
             )
             client.log_artifacts(run_id, str(Path(tmp) / "model"), "model")
         url = tracker.run_url(experiment_id, run_id)
-        publish_run_links(url, run_id, tracker.ui_command(), {"MLflow run": run_id, **{
-            k: f"{v:.4f}" for k, v in fitted["metrics"].items()}})
+        publish_run_links(
+            url,
+            run_id,
+            tracker.ui_command(),
+            {"MLflow run": run_id, **{k: f"{v:.4f}" for k, v in fitted["metrics"].items()}},
+        )
         logger.info("Test metrics: %s", {k: round(v, 4) for k, v in fitted["metrics"].items()})
-        result = FitResult(mlflow_run_id=run_id, experiment_id=experiment_id, flow_run_url=info["url"],
-                           metrics=dict(fitted["metrics"]))
+        result = FitResult(
+            mlflow_run_id=run_id, experiment_id=experiment_id, flow_run_url=info["url"], metrics=dict(fitted["metrics"])
+        )
         if model_name:
             entry = register_model(
-                tracker, model_name, run_id, "model", "sklearn",
-                framework_version=sklearn.__version__, flow_run_id=info["id"] or None,
+                tracker,
+                model_name,
+                run_id,
+                "model",
+                "sklearn",
+                framework_version=sklearn.__version__,
+                flow_run_id=info["id"] or None,
                 data_fingerprint=fitted["fingerprint"],
             )
             result.model_block, result.model_version = entry.document_name, entry.version

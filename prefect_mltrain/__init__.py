@@ -1,6 +1,6 @@
 """prefect-mltrain: Azure-ML-style training jobs, environments and a model registry on Prefect.
 
-The blocks are imported on first access, so `prefect_mltrain.stack` and the CLI can point
+The blocks are imported on first access, so `prefect_mltrain.server.stack` and the CLI can point
 Prefect at a server before Prefect reads its settings; `prefect block register -m
 prefect_mltrain` still finds them (it walks `dir()`). Neither mlflow nor torch is imported.
 """

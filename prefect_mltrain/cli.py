@@ -11,18 +11,22 @@ import time
 from pathlib import Path
 
 from prefect_mltrain.errors import ConfigurationError
+from prefect_mltrain.server.stack import ensure_server, is_healthy, stop_local_server, use_server
 from prefect_mltrain.settings import MltrainSettings
-from prefect_mltrain.stack import ensure_server, is_healthy, stop_local_server, use_server
 
 
 def _demo(args: argparse.Namespace) -> int:
     info = ensure_server()
     use_server(info)  # before Prefect is imported, so this process and its workers use it
     from prefect_mltrain.blocks import MlflowTracking, RegisteredModel
-    from prefect_mltrain.flows import train_sklearn
+    from prefect_mltrain.flows import train_sklearn, use_fast_heartbeats
+
+    use_fast_heartbeats()
 
     result = train_sklearn(
-        estimator=args.estimator, params={"max_iter": 500}, dataset=args.dataset,
+        estimator=args.estimator,
+        params={"max_iter": 500},
+        dataset=args.dataset,
         model_name=args.model_name,
     )
     entry = RegisteredModel.load(args.model_name)
@@ -60,7 +64,7 @@ def _connect() -> None:
 
 
 def _job_run(args: argparse.Namespace) -> int:
-    from prefect_mltrain.jobfile import load_job_file
+    from prefect_mltrain.jobs.jobfile import load_job_file
 
     load_job_file(args.file, args.set)  # a bad file fails here, before any server or compute starts
     if args.detach:
@@ -70,18 +74,29 @@ def _job_run(args: argparse.Namespace) -> int:
         for item in args.set:
             argv += ["--set", item]
         with open(log, "wb") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        print(f"Submitted (pid {proc.pid}); its output goes to {log}. Follow it in the Prefect UI, flow 'run-job-file'.")
+            proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        print(
+            f"Submitted (pid {proc.pid}); its output goes to {log}. Follow it in the Prefect UI, flow 'run-job-file'."
+        )
         return 0
     _connect()
+    from prefect_mltrain.flows import use_fast_heartbeats
     from prefect_mltrain.flows.run_job_file import run_job_file
+
+    use_fast_heartbeats()
 
     result = run_job_file(args.file, args.set)
     if hasattr(result, "best_trial"):  # a sweep
-        print(f"\nSweep {result.name}: best trial {result.best_trial}, {result.best_value} with {result.best_params}\n"
-              f"MLflow parent run: {result.mlflow_parent_run_id}\nPrefect:    {result.flow_run_url}")
+        print(
+            f"\nSweep {result.name}: best trial {result.best_trial}, {result.best_value} with {result.best_params}\n"
+            f"MLflow parent run: {result.mlflow_parent_run_id}\nPrefect:    {result.flow_run_url}"
+        )
     else:
-        print(f"\nMLflow run: {result.mlflow_run_id}\nOutputs:    {result.outputs_dir}\nPrefect:    {result.flow_run_url}")
+        print(
+            f"\nMLflow run: {result.mlflow_run_id}\nOutputs:    {result.outputs_dir}\nPrefect:    {result.flow_run_url}"
+        )
     return 0
 
 
@@ -99,9 +114,9 @@ def _job_download(args: argparse.Namespace) -> int:
 
 def _model(args: argparse.Namespace) -> int:
     _connect()
-    from prefect_mltrain import serving
     from prefect_mltrain.blocks import RegisteredModel
     from prefect_mltrain.blocks._load import saved_names
+    from prefect_mltrain.registry import serving
 
     if args.action == "list":
         for name in saved_names(RegisteredModel):
@@ -116,10 +131,12 @@ def _model(args: argparse.Namespace) -> int:
         entry = RegisteredModel.version_of(args.name, args.version)
         print(json.dumps(entry.model_dump(mode="json"), indent=2))
     elif args.action == "serve":
-        server = serving.serve(args.name, args.version, args.port)
-        print(f"Serving {args.name} v{server.version} at {server.url}\n"
-              f"curl -X POST {server.url}/invocations -H 'Content-Type: application/json' -d '{{\"inputs\": [[...]]}}'\n"
-              f"Stop it with: prefect-mltrain model stop {args.name}")
+        server = serving.serve(RegisteredModel.version_of(args.name, args.version), args.port)
+        print(
+            f"Serving {args.name} v{server.version} at {server.url}\n"
+            f"curl -X POST {server.url}/invocations -H 'Content-Type: application/json' -d '{{\"inputs\": [[...]]}}'\n"
+            f"Stop it with: prefect-mltrain model stop {args.name}"
+        )
     else:
         print("stopped" if serving.stop(args.name) else f"{args.name} was not being served")
     return 0
@@ -136,8 +153,17 @@ def _env(args: argparse.Namespace) -> int:
             print(f"{name:<30} {env.kind:<13} {env.content_hash()[:16]}")
         return 0
     env = resolve_block(args.name, TrainingEnvironment, "name")
-    print(json.dumps({"kind": env.kind, "content_hash": env.content_hash(), "spec": env.spec(),
-                      "environment_variables": env.environment_variables}, indent=2))
+    print(
+        json.dumps(
+            {
+                "kind": env.kind,
+                "content_hash": env.content_hash(),
+                "spec": env.spec(),
+                "environment_variables": env.environment_variables,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -158,8 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     job_sub = job.add_subparsers(dest="job_command", required=True)
     run = job_sub.add_parser("run", help="Run a job file, streaming its logs (or --detach).")
     run.add_argument("file")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="Override a job file value, as `az ml job create --set`.")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Override a job file value, as `az ml job create --set`.",
+    )
     run.add_argument("--detach", action="store_true", help="Return at once; the job runs in the background.")
     run.set_defaults(func=_job_run)
     download = job_sub.add_parser("download", help="Download a run's artifacts (default: outputs).")

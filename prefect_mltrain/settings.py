@@ -27,9 +27,7 @@ class MltrainSettings(BaseSettings):
         gt=0,
         description="Largest source snapshot a job may take, in MB (Azure ML's limit is 300 MB).",
     )
-    server_port: int = Field(
-        default=4200, ge=1, le=65535, description="Port of the local Prefect server."
-    )
+    server_port: int = Field(default=4200, ge=1, le=65535, description="Port of the local Prefect server.")
     installer: str = Field(
         default="auto",
         pattern="^(auto|uv|pip)$",

@@ -8,9 +8,9 @@ from pathlib import Path
 from prefect import task
 from prefect.logging import get_run_logger
 
-from prefect_mltrain.containers import ContainerSpec, container_launch, remove_container
 from prefect_mltrain.errors import JobFailedError
-from prefect_mltrain.process import stream_process
+from prefect_mltrain.jobs.containers import ContainerSpec, container_launch, remove_container
+from prefect_mltrain.system.process import stream_process
 
 
 @task(name="run-command")
@@ -55,7 +55,11 @@ def run_command(
             argv, name = launch.argv, launch.name
         try:
             result = stream_process(
-                argv, on_line=on_line, env={**os.environ, **env}, cwd=cwd, timeout=timeout_seconds,
+                argv,
+                on_line=on_line,
+                env={**os.environ, **env},
+                cwd=cwd,
+                timeout=timeout_seconds,
                 should_stop=(lambda: os.path.exists(stop_file)) if stop_file else None,
             )
         finally:
@@ -65,12 +69,12 @@ def run_command(
         reason = Path(stop_file).read_text().strip() if stop_file else ""
         raise JobFailedError(
             f"Stopped because {reason or 'the flow asked it to stop'}.",
-            exit_code=result.exit_code, stderr_tail=result.stderr_tail,
+            exit_code=result.exit_code,
+            stderr_tail=result.stderr_tail,
         )
     if result.timed_out:
         raise JobFailedError(
-            f"The job ran past `timeout_seconds`={timeout_seconds} and was killed. "
-            f"Last output:\n{result.output_tail}",
+            f"The job ran past `timeout_seconds`={timeout_seconds} and was killed. Last output:\n{result.output_tail}",
             exit_code=result.exit_code,
             stderr_tail=result.stderr_tail,
         )

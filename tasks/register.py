@@ -44,7 +44,9 @@ def register(
         client.create_registered_model(model_name)
     source = f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}"
     version = client.create_model_version(
-        model_name, source=source, run_id=run_id,
+        model_name,
+        source=source,
+        run_id=run_id,
         tags={"prefect.flow_run_id": flow_run_id or "", "mltrain.framework": framework},
     )
     entry = RegisteredModel(
@@ -90,6 +92,9 @@ def register_model(
     entry = register(tracking, model_name, run_id, artifact_path, framework, **lineage)
     get_run_logger().info(
         "Registered %s version %d (block %r, alias %r)",
-        model_name, entry.version, entry.document_name, model_name,
+        model_name,
+        entry.version,
+        entry.document_name,
+        model_name,
     )
     return entry

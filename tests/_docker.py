@@ -37,6 +37,7 @@ def flow_run_log_text(flow_run_id: UUID, must_contain: str | None = None, wait: 
     """All log messages of a flow run (its task runs included), waiting for `must_contain`."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
     deadline = time.monotonic() + wait
     with get_client(sync_client=True) as client:
         while True:
@@ -44,7 +45,8 @@ def flow_run_log_text(flow_run_id: UUID, must_contain: str | None = None, wait: 
             while True:
                 page = client.read_logs(
                     LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
-                    limit=200, offset=len(messages),
+                    limit=200,
+                    offset=len(messages),
                 )
                 messages += [log.message for log in page]
                 if len(page) < 200:
@@ -59,6 +61,8 @@ def containers_named(prefix: str) -> list[str]:
     """Names of containers (running or not) whose name starts with `prefix`."""
     out = subprocess.run(
         ["docker", "ps", "-a", "--filter", f"name={prefix}", "--format", "{{.Names}}"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return [n for n in out.stdout.split() if n.startswith(prefix)]

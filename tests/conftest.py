@@ -21,7 +21,8 @@ _state: dict[str, object] = {}
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requires_cuda: needs an NVIDIA GPU (skipped without one)")
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
-    from prefect_mltrain.stack import free_port, start_server, use_server
+    from prefect_mltrain.server.stack import start_server, use_server
+    from prefect_mltrain.system.net import free_port
 
     home = Path(tempfile.mkdtemp(prefix="mltrain-test-"))
     os.environ["PREFECT_MLTRAIN_HOME"] = str(home)
@@ -33,8 +34,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    from helpers import drain_prefect_queues
+
     from prefect_mltrain.blocks.compute import close_shared_clusters
-    from prefect_mltrain.stack import drain_prefect_queues, stop_pid
+    from prefect_mltrain.system.process import stop_pid
 
     close_shared_clusters()
     info = _state.get("server")

@@ -29,3 +29,19 @@ def mlflow_runs_of(flow_run_id: str):
     client = MlflowTracking().client()
     experiments = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(experiments, filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}'")
+
+
+def drain_prefect_queues(timeout: float = 5.0) -> None:
+    """Send Prefect's queued logs and events now, while the server is still up.
+
+    Drained at interpreter exit instead, after a local server is gone, they retry for about
+    a minute.
+    """
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        try:
+            service.drain_all(timeout=timeout)
+        except Exception:  # best effort at shutdown
+            pass

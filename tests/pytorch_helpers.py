@@ -8,8 +8,9 @@ from pathlib import Path
 COLOURS = {"blue": (20, 40, 220), "green": (30, 200, 40), "red": (220, 30, 30)}
 
 
-def make_image_dir(root: Path, classes=("blue", "red"), per_class: int = 8, size: int = 32, seed: int = 0,
-                   labelled: bool = True) -> Path:
+def make_image_dir(
+    root: Path, classes=("blue", "red"), per_class: int = 8, size: int = 32, seed: int = 0, labelled: bool = True
+) -> Path:
     """Write `per_class` PNGs per class, in class folders (or loose when `labelled` is False)."""
     from PIL import Image
 
@@ -21,8 +22,7 @@ def make_image_dir(root: Path, classes=("blue", "red"), per_class: int = 8, size
         base = COLOURS[name]
         for i in range(per_class):
             image = Image.new("RGB", (size, size))
-            image.putdata([tuple(max(0, min(255, c + rng.randint(-40, 40))) for c in base)
-                           for _ in range(size * size)])
+            image.putdata([tuple(max(0, min(255, c + rng.randint(-40, 40))) for c in base) for _ in range(size * size)])
             image.save(folder / f"{name}_{i}.png")
     return root
 

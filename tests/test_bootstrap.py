@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from prefect_mltrain.launch import BOOTSTRAP_DIR
+from prefect_mltrain.jobs.launch import BOOTSTRAP_DIR
 
 FAKE_MLFLOW = """
 _active = None
@@ -39,8 +39,9 @@ def job(tmp_path):
     def run(**env: str) -> subprocess.CompletedProcess:
         clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLTRAIN_"))}
         clean["PYTHONPATH"] = os.pathsep.join([str(BOOTSTRAP_DIR), str(tmp_path)])
-        return subprocess.run([sys.executable, str(tmp_path / "job.py")], capture_output=True, text=True,
-                              env={**clean, **env}, timeout=60)
+        return subprocess.run(
+            [sys.executable, str(tmp_path / "job.py")], capture_output=True, text=True, env={**clean, **env}, timeout=60
+        )
 
     return run
 
@@ -64,7 +65,10 @@ def test_import_waits_for_the_run_id_file(job, tmp_path):
 def test_a_run_id_that_never_comes_fails_the_import_clearly(job, tmp_path):
     out = job(MLTRAIN_RUN_ID_FILE=str(tmp_path / "never.json"), MLTRAIN_RUN_ID_TIMEOUT="0.5")
     assert out.returncode == 1
-    assert f"TimeoutError: prefect-mltrain: this job's MLflow run id did not arrive in {tmp_path / 'never.json'} within 0.5 s" in out.stderr
+    assert (
+        f"TimeoutError: prefect-mltrain: this job's MLflow run id did not arrive in {tmp_path / 'never.json'} within 0.5 s"
+        in out.stderr
+    )
     assert "Fix: raise MLTRAIN_RUN_ID_TIMEOUT" in out.stderr
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 def test_demo_trains_registers_and_says_where_to_look(unique_name):
     exe = Path(sys.executable).with_name("prefect-mltrain")
-    out = subprocess.run([str(exe), "demo", "--model-name", unique_name], capture_output=True, text=True,
-                         env=os.environ, timeout=300)
+    out = subprocess.run(
+        [str(exe), "demo", "--model-name", unique_name], capture_output=True, text=True, env=os.environ, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"Registered model: block '{unique_name}-v1' (alias '{unique_name}')" in out.stdout
     assert "Prefect UI:  http://127.0.0.1:" in out.stdout and "/runs/flow-run/" in out.stdout
@@ -21,7 +22,8 @@ def test_demo_trains_registers_and_says_where_to_look(unique_name):
 
 def test_cli_reports_user_errors_in_one_line(unique_name):
     exe = Path(sys.executable).with_name("prefect-mltrain")
-    out = subprocess.run([str(exe), "demo", "--model-name", "Bad Name"], capture_output=True, text=True,
-                         env=os.environ, timeout=300)
+    out = subprocess.run(
+        [str(exe), "demo", "--model-name", "Bad Name"], capture_output=True, text=True, env=os.environ, timeout=300
+    )
     assert out.returncode != 0
     assert "must be lowercase letters and digits" in out.stderr

@@ -10,7 +10,7 @@ from prefect_mltrain.blocks import DaskCompute
 from prefect_mltrain.blocks._load import resolve_block
 from prefect_mltrain.blocks.compute import LOCAL_CLUSTER, visible_gpu_count
 from prefect_mltrain.errors import ComputeError, ConfigurationError
-from prefect_mltrain.stack import free_port
+from prefect_mltrain.system.net import free_port
 
 
 def test_unknown_compute_name_lists_saved_ones(unique_name):

@@ -38,20 +38,28 @@ def source(tmp_path):
 
 
 def test_processes_per_instance_meet_at_the_rendezvous(source, project_home):
-    result = train_job(script="ddp.py", source_directory=str(source),
-                       distribution={"type": "pytorch", "process_count_per_instance": 3})
+    result = train_job(
+        script="ddp.py", source_directory=str(source), distribution={"type": "pytorch", "process_count_per_instance": 3}
+    )
     logs = flow_run_logs(result.flow_run_url.rsplit("/", 1)[-1], "rendezvous complete")
     assert "rendezvous complete [1, 2]" in logs
     assert {m for m in logs if m.startswith("rank=")} == {
         f"rank={r} local_rank={r} node_rank=0 world=3" for r in range(3)
     }
-    user_logs = sorted(p.name for p in (project_home / "runs" / result.flow_run_url.rsplit("/", 1)[-1] / "user_logs").iterdir())
+    user_logs = sorted(
+        p.name for p in (project_home / "runs" / result.flow_run_url.rsplit("/", 1)[-1] / "user_logs").iterdir()
+    )
     assert user_logs == ["std_log_process_00.txt", "std_log_process_01.txt", "std_log_process_02.txt"]
 
 
 def test_instances_map_to_distinct_workers(source, compute):
-    result = train_job(script="ddp.py", source_directory=str(source), compute=compute, instance_count=2,
-                       distribution={"type": "mpi", "process_count_per_instance": 1})
+    result = train_job(
+        script="ddp.py",
+        source_directory=str(source),
+        compute=compute,
+        instance_count=2,
+        distribution={"type": "mpi", "process_count_per_instance": 1},
+    )
     flow_run_id = result.flow_run_url.rsplit("/", 1)[-1]
     flow_run_logs(flow_run_id, "rank=0")  # the ranks' lines reach the API in either order
     logs = flow_run_logs(flow_run_id, "rank=1")
@@ -59,7 +67,9 @@ def test_instances_map_to_distinct_workers(source, compute):
 
 
 def test_a_cluster_too_small_is_refused_not_hung(source, compute):
-    state = train_job(script="ddp.py", source_directory=str(source), compute=compute, instance_count=3, return_state=True)
+    state = train_job(
+        script="ddp.py", source_directory=str(source), compute=compute, instance_count=3, return_state=True
+    )
     with pytest.raises(ComputeError, match=r"needs 3 Dask worker\(s\) .* the cluster has 2 worker\(s\)"):
         state.result()
 
@@ -69,18 +79,30 @@ def test_a_failing_rank_fails_the_job(source):
 
     env = TrainingEnvironment(environment_variables={"FAIL_RANK": "1"})
     started = time.monotonic()
-    state = train_job(script="ddp.py", source_directory=str(source), environment=env, return_state=True,
-                      distribution={"type": "pytorch", "process_count_per_instance": 2}, timeout_seconds=30)
-    with pytest.raises(Exception, match=r"Rank 1 of 2 failed first \(ranks failed: \[0, 1\]\)\. The job.s command exited with code 5\. Last lines of stderr:\nrank 1 giving up"):
+    state = train_job(
+        script="ddp.py",
+        source_directory=str(source),
+        environment=env,
+        return_state=True,
+        distribution={"type": "pytorch", "process_count_per_instance": 2},
+        timeout_seconds=30,
+    )
+    with pytest.raises(
+        Exception,
+        match=r"Rank 1 of 2 failed first \(ranks failed: \[0, 1\]\)\. The job.s command exited with code 5\. Last lines of stderr:\nrank 1 giving up",
+    ):
         state.result()
     assert time.monotonic() - started < 25  # rank 0 was stopped, not left waiting for the 30 s timeout
 
 
-@pytest.mark.parametrize("distribution, message", [
-    ({"type": "tensorflow"}, r"`distribution.type` must be one of \['pytorch', 'mpi'\]"),
-    ({"type": "pytorch", "process_count_per_instance": 0}, r"process_count_per_instance` must be an integer >= 1"),
-    ({"type": "pytorch", "node_count": 2}, r"unknown keys \['node_count'\]"),
-])
+@pytest.mark.parametrize(
+    "distribution, message",
+    [
+        ({"type": "tensorflow"}, r"`distribution.type` must be one of \['pytorch', 'mpi'\]"),
+        ({"type": "pytorch", "process_count_per_instance": 0}, r"process_count_per_instance` must be an integer >= 1"),
+        ({"type": "pytorch", "node_count": 2}, r"unknown keys \['node_count'\]"),
+    ],
+)
 def test_bad_distribution(source, distribution, message):
     state = train_job(script="ddp.py", source_directory=str(source), distribution=distribution, return_state=True)
     with pytest.raises(ConfigurationError, match=message):
@@ -94,8 +116,16 @@ def test_rendezvous_port_is_free_on_a_remote_rank0_worker(source):
     from prefect_mltrain.blocks import DaskCompute
 
     host = "127.0.0.2"  # a host other than this flow's 127.0.0.1, as a remote worker's is
-    remote = DaskCompute(cluster_class="distributed.LocalCluster", cluster_kwargs={
-        "n_workers": 2, "threads_per_worker": 1, "processes": False, "protocol": "tcp://", "host": host})
+    remote = DaskCompute(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": 2,
+            "threads_per_worker": 1,
+            "processes": False,
+            "protocol": "tcp://",
+            "host": host,
+        },
+    )
     busy = []
     for port in range(29500, 30000):  # torch's usual range, taken by other jobs' rendezvous
         sock = socket.socket()
@@ -107,8 +137,13 @@ def test_rendezvous_port_is_free_on_a_remote_rank0_worker(source):
         sock.listen()
         busy.append(sock)
     try:
-        result = train_job(script="ddp.py", source_directory=str(source), compute=remote, instance_count=2,
-                           distribution={"type": "pytorch", "process_count_per_instance": 1})
+        result = train_job(
+            script="ddp.py",
+            source_directory=str(source),
+            compute=remote,
+            instance_count=2,
+            distribution={"type": "pytorch", "process_count_per_instance": 1},
+        )
     finally:
         for sock in busy:
             sock.close()

@@ -16,12 +16,12 @@ from prefect import flow
 from pydantic import SecretStr
 
 from prefect_mltrain.blocks import TrainingEnvironment
+from prefect_mltrain.environments.build import build
 from prefect_mltrain.errors import DockerUnavailableError, EnvironmentBuildError, EnvironmentSpecError
-from prefect_mltrain.tasks.environment import build
 
 
 def _image(tag: str) -> dict[str, str] | None:
-    from prefect_mltrain.docker_engine import describe_image, docker_client
+    from prefect_mltrain.system.docker_engine import describe_image, docker_client
 
     return describe_image(docker_client(), tag)
 
@@ -79,8 +79,9 @@ def test_no_engine_says_how_to_start_one(monkeypatch: pytest.MonkeyPatch, tmp_pa
 @requires_docker
 def test_identity_follows_spec_dockerfile_and_context(tmp_path: Path) -> None:
     a = TrainingEnvironment(docker_image=BASE_IMAGE, pip_requirements=["Six==1.16.0", "idna"])
-    b = TrainingEnvironment(docker_image=BASE_IMAGE, pip_requirements=["idna", "six == 1.16.0"],
-                            environment_variables={"X": "1"})
+    b = TrainingEnvironment(
+        docker_image=BASE_IMAGE, pip_requirements=["idna", "six == 1.16.0"], environment_variables={"X": "1"}
+    )
     c = TrainingEnvironment(docker_image=BASE_IMAGE, pip_requirements=["six==1.17.0", "idna"])
     assert a.content_hash() == b.content_hash() != c.content_hash()
     assert a.spec()["base_image_id"].startswith("sha256:")
@@ -134,8 +135,7 @@ def test_two_workers_build_the_same_dockerfile_once(tmp_path: Path, remove_image
     (tmp_path / "secret.env").write_text("never sent")
     (tmp_path / ".dockerignore").write_text("*.env\n")
     (tmp_path / "Dockerfile").write_text(
-        f"FROM {BASE_IMAGE}\nCOPY . /app/\nRUN sleep 1 && test ! -e /app/secret.env\n"
-        "CMD [\"python3\", \"/app/app.py\"]\n"
+        f'FROM {BASE_IMAGE}\nCOPY . /app/\nRUN sleep 1 && test ! -e /app/secret.env\nCMD ["python3", "/app/app.py"]\n'
     )
     env = TrainingEnvironment(dockerfile=str(tmp_path / "Dockerfile"))
     with ThreadPoolExecutor(2) as pool:
@@ -185,7 +185,7 @@ def test_built_image_is_pushed_to_the_registry(tmp_path: Path, remove_images: li
     import shutil
     import urllib.request
 
-    from prefect_mltrain.stack import free_port
+    from prefect_mltrain.system.net import free_port
 
     if shutil.which("docker-registry") is None:
         pytest.skip("no `docker-registry` (Debian package); `bash .ci/docker-setup.sh` installs it")
@@ -195,8 +195,9 @@ def test_built_image_is_pushed_to_the_registry(tmp_path: Path, remove_images: li
         f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\n"
         f"http:\n  addr: 127.0.0.1:{port}\n"
     )
-    registry = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+    registry = subprocess.Popen(
+        ["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         for _ in range(50):
             try:
@@ -205,7 +206,8 @@ def test_built_image_is_pushed_to_the_registry(tmp_path: Path, remove_images: li
             except OSError:
                 time.sleep(0.1)
         env = TrainingEnvironment(
-            dockerfile=f"FROM {BASE_IMAGE}\nRUN echo {uuid.uuid4().hex}\n", registry_url=f"127.0.0.1:{port}",
+            dockerfile=f"FROM {BASE_IMAGE}\nRUN echo {uuid.uuid4().hex}\n",
+            registry_url=f"127.0.0.1:{port}",
         )
         built = build(env)
         remove_images += [built.image, f"127.0.0.1:{port}/{built.image}"]
@@ -242,7 +244,9 @@ def test_wrong_registry_credentials_fail_without_showing_the_secret(prefect_clie
     registry = f"127.0.0.1:{server.server_address[1]}"
     env = TrainingEnvironment(
         dockerfile=f"FROM {BASE_IMAGE}\nRUN echo {uuid.uuid4().hex}\n",
-        registry_url=registry, registry_username="alice", registry_password=SecretStr(secret),
+        registry_url=registry,
+        registry_username="alice",
+        registry_password=SecretStr(secret),
     )
 
     @flow

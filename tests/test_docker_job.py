@@ -9,13 +9,13 @@ import pytest
 from _docker import BASE_IMAGE, containers_named, flow_run_log_text, requires_docker
 
 from prefect_mltrain.blocks import MlflowTracking, TrainingEnvironment
-from prefect_mltrain.containers import gpu_arguments
 from prefect_mltrain.errors import JobFailedError
 from prefect_mltrain.flows.train_job import train_job
+from prefect_mltrain.jobs.containers import gpu_arguments
 
 pytestmark = requires_docker
 
-TRAIN = '''\
+TRAIN = """\
 import os, sys
 import mlflow
 
@@ -26,7 +26,7 @@ with open("outputs/model.txt", "w") as f:
     f.write("weights")
 with open("logs/extra.log", "w") as f:
     f.write("log")
-'''
+"""
 
 
 def test_script_runs_in_the_image_with_mlflow_outputs_and_live_logs(compute, tmp_path: Path) -> None:
@@ -42,7 +42,10 @@ def test_script_runs_in_the_image_with_mlflow_outputs_and_live_logs(compute, tmp
         environment_variables={"GREETING": "hi-there"},
     )
     state = train_job(
-        script="train.py", source_directory=str(source), environment=env, compute=compute,
+        script="train.py",
+        source_directory=str(source),
+        environment=env,
+        compute=compute,
         return_state=True,
     )
     result = state.result()
@@ -61,8 +64,11 @@ def test_failing_command_fails_the_flow_with_exit_code_and_stderr(compute, tmp_p
     # The base image used as is: user-managed, nothing is built.
     env = TrainingEnvironment(docker_image=BASE_IMAGE)
     state = train_job(
-        command="echo working; echo about-to-fail >&2; exit 7", source_directory=str(tmp_path),
-        environment=env, compute=compute, return_state=True,
+        command="echo working; echo about-to-fail >&2; exit 7",
+        source_directory=str(tmp_path),
+        environment=env,
+        compute=compute,
+        return_state=True,
     )
     assert state.is_failed()
     with pytest.raises(JobFailedError) as info:
@@ -76,8 +82,12 @@ def test_failing_command_fails_the_flow_with_exit_code_and_stderr(compute, tmp_p
 def test_timeout_kills_and_removes_the_container(compute, tmp_path: Path) -> None:
     env = TrainingEnvironment(docker_image=BASE_IMAGE)
     state = train_job(
-        command="echo started; sleep 60", source_directory=str(tmp_path), environment=env,
-        compute=compute, timeout_seconds=3, return_state=True,
+        command="echo started; sleep 60",
+        source_directory=str(tmp_path),
+        environment=env,
+        compute=compute,
+        timeout_seconds=3,
+        return_state=True,
     )
     assert state.is_failed()
     with pytest.raises(JobFailedError, match="timeout_seconds"):

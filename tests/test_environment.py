@@ -10,8 +10,8 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from prefect_mltrain.blocks import TrainingEnvironment
+from prefect_mltrain.environments.build import MARKER, build, cached_build, find_python
 from prefect_mltrain.errors import EnvironmentBuildError, EnvironmentSpecError
-from prefect_mltrain.tasks.environment import MARKER, build, cached_build, find_python
 
 CONDA = """
 name: pytorch-env
@@ -30,7 +30,10 @@ def test_hash_ignores_order_case_spacing_and_env_vars():
     b = TrainingEnvironment(pip_requirements=["numpy", "six==1.16.0"])
     assert a.content_hash() == b.content_hash()
     assert TrainingEnvironment(pip_requirements=["six==1.15.0", "numpy"]).content_hash() != a.content_hash()
-    assert TrainingEnvironment(pip_requirements=["numpy", "six==1.16.0"], python_version="3.11").content_hash() != a.content_hash()
+    assert (
+        TrainingEnvironment(pip_requirements=["numpy", "six==1.16.0"], python_version="3.11").content_hash()
+        != a.content_hash()
+    )
 
 
 def test_requirements_file_content_is_hashed(tmp_path):
@@ -107,8 +110,12 @@ def test_build_then_cache_hit_never_rebuilds(tmp_path, installer):
     assert marker.stat().st_mtime_ns == stamp
     import subprocess
 
-    out = subprocess.run([built.python, "-c", "import six, sys; print(six.__version__, sys.prefix)"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [built.python, "-c", "import six, sys; print(six.__version__, sys.prefix)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.split()[0] == "1.16.0" and out.stdout.split()[1].startswith(str(tmp_path))
 
 
@@ -151,7 +158,11 @@ def test_concurrent_builds_of_one_hash_build_once(tmp_path):
 
 
 def test_index_password_is_secret_and_not_hashed():
-    a = TrainingEnvironment(pip_requirements=["x"], index_url="https://i.example/simple", index_password=SecretStr("hunter2"))
-    b = TrainingEnvironment(pip_requirements=["x"], index_url="https://i.example/simple", index_password=SecretStr("other"))
+    a = TrainingEnvironment(
+        pip_requirements=["x"], index_url="https://i.example/simple", index_password=SecretStr("hunter2")
+    )
+    b = TrainingEnvironment(
+        pip_requirements=["x"], index_url="https://i.example/simple", index_password=SecretStr("other")
+    )
     assert a.content_hash() == b.content_hash()
     assert "hunter2" not in repr(a) and "hunter2" not in json.dumps(a.spec())

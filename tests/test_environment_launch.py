@@ -22,8 +22,11 @@ def test_job_failure_keeps_exit_code_across_processes() -> None:
 def test_user_managed_job_runs_on_this_python_with_live_logs(compute, tmp_path: Path) -> None:
     env = TrainingEnvironment(python_executable=sys.executable, environment_variables={"WHO": "venv-path"})
     state = train_job(
-        command='python -c "import os, sys; print(os.environ[\'WHO\'], sys.executable)"',
-        source_directory=str(tmp_path), environment=env, compute=compute, return_state=True,
+        command="python -c \"import os, sys; print(os.environ['WHO'], sys.executable)\"",
+        source_directory=str(tmp_path),
+        environment=env,
+        compute=compute,
+        return_state=True,
     )
     state.result()
     assert f"venv-path {sys.executable}" in flow_run_log_text(state.state_details.flow_run_id, "venv-path")
@@ -31,7 +34,9 @@ def test_user_managed_job_runs_on_this_python_with_live_logs(compute, tmp_path: 
 
 def test_user_managed_job_failure_has_exit_code_and_stderr(compute, tmp_path: Path) -> None:
     state = train_job(
-        command="echo not-good >&2; exit 4", source_directory=str(tmp_path), compute=compute,
+        command="echo not-good >&2; exit 4",
+        source_directory=str(tmp_path),
+        compute=compute,
         return_state=True,
     )
     with pytest.raises(JobFailedError) as info:

@@ -20,7 +20,9 @@ def test_all_is_sorted_and_importable(name):
 @pytest.mark.parametrize("name", ["prefect_mltrain.blocks", "prefect_mltrain.tasks", "prefect_mltrain.flows"])
 def test_all_lists_every_public_member(name):
     module = importlib.import_module(name)
-    public = {n for n, v in vars(module).items() if not n.startswith("_") and getattr(v, "__module__", "").startswith(name)}
+    public = {
+        n for n, v in vars(module).items() if not n.startswith("_") and getattr(v, "__module__", "").startswith(name)
+    }
     assert public <= set(module.__all__)
 
 
@@ -36,7 +38,7 @@ def test_import_is_light():
 
 def test_stack_does_not_import_prefect():
     """The CLI points Prefect at a server before Prefect reads its settings."""
-    code = "import sys, prefect_mltrain.stack, prefect_mltrain.cli; print('prefect' in sys.modules)"
+    code = "import sys, prefect_mltrain.server.stack, prefect_mltrain.cli; print('prefect' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -44,7 +46,8 @@ def test_stack_does_not_import_prefect():
 def test_blocks_register_with_prefect_cli():
     out = subprocess.run(
         [sys.executable, "-m", "prefect", "block", "register", "-m", "prefect_mltrain"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr
     for name in ("Dask Compute", "MLflow Tracking", "Registered Model", "Training Environment"):

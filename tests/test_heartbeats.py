@@ -8,8 +8,8 @@ import prefect.flow_engine
 from prefect import flow
 from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-import prefect_mltrain.flows  # noqa: F401 - importing the flows installs the heartbeats
-from prefect_mltrain import heartbeats
+from prefect_mltrain._compat import heartbeats
+from prefect_mltrain.flows import use_fast_heartbeats
 
 
 @flow(name="heartbeat-probe", persist_result=False)
@@ -17,12 +17,27 @@ def probe() -> float:
     return time.perf_counter()
 
 
-def test_installed_with_the_flows():
+def test_installed_only_when_asked():
+    import subprocess
+    import sys
+
+    code = (
+        "import prefect.flow_engine as e, prefect_mltrain.flows as f; "
+        "print(e._send_heartbeats.__module__); f.use_fast_heartbeats(); print(e._send_heartbeats.__module__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["prefect.flow_engine", "prefect_mltrain._compat.heartbeats"]  # nothing patched on import
+
+
+def test_installed_on_the_pinned_prefect():
+    """Fails loudly when a Prefect upgrade moves what the replacement needs (no silent fallback here)."""
+    assert use_fast_heartbeats() is True
     assert prefect.flow_engine._send_heartbeats is heartbeats.send_heartbeats
     assert heartbeats.install() is True  # a second install changes nothing
 
 
 def test_a_flow_still_beats_and_returns_when_its_body_ends(monkeypatch):
+    use_fast_heartbeats()
     beats = []
     original = prefect.flow_engine.BaseFlowRunEngine._emit_flow_run_heartbeat
 
@@ -62,6 +77,7 @@ def thread_probe() -> int:
 
 
 def test_off_runs_flows_without_heartbeats_and_prefects_own_respects_it_too():
+    use_fast_heartbeats()
     with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: 30}):
         assert thread_probe() == 1
         with heartbeats.off():

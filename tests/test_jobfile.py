@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from prefect_mltrain.jobfile import JobFileError, load_job_file, render_command
+from prefect_mltrain.jobs.jobfile import JobFileError, load_job_file, render_command
 
 
 def _write(tmp_path, text, name="job.yml"):
@@ -47,18 +47,33 @@ def test_set_overrides_like_az_ml(tmp_path):
     assert job.inputs["lr"].value == 0.5 and job.compute is None and job.tags["stage"] == "dev"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("type: command\ncommand: [unclosed\n", r"not valid YAML at line 3, column 1: expected .,. or .\]."),
-    ("type: pipeline\ncommand: x\n", r"`type: pipeline` is not supported; valid types: \['command', 'sweep'\]"),
-    ("type: command\ncode: src\n", r"required key `command` is missing"),
-    ("type: command\ncode: src\ncommand: echo ${{inputs.nope}}\n", r"`\$\{\{inputs.nope\}\}` in `command` names no entry of `inputs:`"),
-    ("type: command\ncode: src\ncommand: x\ninputs:\n  d: {type: uri_folder, path: missing}\n", r"input 'd': `path: missing` does not exist"),
-    ("type: command\ncode: src\ncommand: x\nenvironment: azureml:AzureML-sklearn-1.0@latest\n", r"registered Azure ML environment.*\{block: <name>\}"),
-    ("type: command\ncode: src\ncommand: x\ninputs:\n  d: {type: uri_folder, path: azureml:mydata:1}\n", r"remote or registered Azure asset"),
-    ("type: command\ncode: src\ncommand: x\ncomand: y\n", r"unknown keys \['comand'\]"),
-    ("type: command\ncode: nowhere\ncommand: x\n", r"`code: nowhere` is not a folder"),
-    ("type: command\ncode: src\ncommand: x\ndistribution: {type: tensorflow}\n", r"distribution.type: tensorflow"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("type: command\ncommand: [unclosed\n", r"not valid YAML at line 3, column 1: expected .,. or .\]."),
+        ("type: pipeline\ncommand: x\n", r"`type: pipeline` is not supported; valid types: \['command', 'sweep'\]"),
+        ("type: command\ncode: src\n", r"required key `command` is missing"),
+        (
+            "type: command\ncode: src\ncommand: echo ${{inputs.nope}}\n",
+            r"`\$\{\{inputs.nope\}\}` in `command` names no entry of `inputs:`",
+        ),
+        (
+            "type: command\ncode: src\ncommand: x\ninputs:\n  d: {type: uri_folder, path: missing}\n",
+            r"input 'd': `path: missing` does not exist",
+        ),
+        (
+            "type: command\ncode: src\ncommand: x\nenvironment: azureml:AzureML-sklearn-1.0@latest\n",
+            r"registered Azure ML environment.*\{block: <name>\}",
+        ),
+        (
+            "type: command\ncode: src\ncommand: x\ninputs:\n  d: {type: uri_folder, path: azureml:mydata:1}\n",
+            r"remote or registered Azure asset",
+        ),
+        ("type: command\ncode: src\ncommand: x\ncomand: y\n", r"unknown keys \['comand'\]"),
+        ("type: command\ncode: nowhere\ncommand: x\n", r"`code: nowhere` is not a folder"),
+        ("type: command\ncode: src\ncommand: x\ndistribution: {type: tensorflow}\n", r"distribution.type: tensorflow"),
+    ],
+)
 def test_bad_job_files(tmp_path, text, message):
     with pytest.raises(JobFileError, match=message):
         load_job_file(_write(tmp_path, text))

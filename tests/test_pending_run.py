@@ -8,27 +8,30 @@ import pytest
 
 from prefect_mltrain.blocks import MlflowTracking
 from prefect_mltrain.flows import _pending_run as pending_run
-from prefect_mltrain.flows._pending_run import PendingRun, starts_before_run
+from prefect_mltrain.jobs.pending_run import PendingRun, starts_before_run
 
 
-@pytest.mark.parametrize("script, command, early", [
-    ("train.py", None, True),
-    (None, "python train.py --lr 0.1", True),
-    (None, "python3 -m pkg.train", True),
-    (None, "/opt/env/bin/python3.11 train.py", True),
-    (None, "mkdir -p outputs/model && python train.py --out outputs/model", True),
-    (None, "cd sub; python train.py", True),
-    (None, "python train.py --run $MLFLOW_RUN_ID", False),
-    (None, "python train.py --run ${RUN}", False),
-    (None, "python -c 'import os; print(os.environ[\"MLFLOW_RUN_ID\"])'", False),
-    (None, "mlflow runs describe --run-id x", False),
-    (None, "bash train.sh", False),
-    (None, "torchrun --nproc-per-node 2 train.py", False),
-    (None, "python train.py | tee out.txt", False),
-    (None, "python train.py > out.txt", False),
-    (None, "mkdir -p outputs", False),
-    (None, "python 'unbalanced", False),
-])
+@pytest.mark.parametrize(
+    "script, command, early",
+    [
+        ("train.py", None, True),
+        (None, "python train.py --lr 0.1", True),
+        (None, "python3 -m pkg.train", True),
+        (None, "/opt/env/bin/python3.11 train.py", True),
+        (None, "mkdir -p outputs/model && python train.py --out outputs/model", True),
+        (None, "cd sub; python train.py", True),
+        (None, "python train.py --run $MLFLOW_RUN_ID", False),
+        (None, "python train.py --run ${RUN}", False),
+        (None, "python -c 'import os; print(os.environ[\"MLFLOW_RUN_ID\"])'", False),
+        (None, "mlflow runs describe --run-id x", False),
+        (None, "bash train.sh", False),
+        (None, "torchrun --nproc-per-node 2 train.py", False),
+        (None, "python train.py | tee out.txt", False),
+        (None, "python train.py > out.txt", False),
+        (None, "mkdir -p outputs", False),
+        (None, "python 'unbalanced", False),
+    ],
+)
 def test_only_python_programs_start_before_the_run(script, command, early):
     assert starts_before_run(script, command) is early
 
@@ -92,7 +95,9 @@ def test_failure_after_the_run_was_made_ends_it_failed_and_stops_the_job(tmp_pat
         with pytest.raises(OSError):
             pending.run_id.result(timeout=10)
     tracker.client.return_value.set_terminated.assert_called_once_with("run-1", status="FAILED")
-    assert (tmp_path / "stop").read_text() == "its MLflow run could not be created (OSError: [Errno 28] No space left on device)"
+    assert (
+        tmp_path / "stop"
+    ).read_text() == "its MLflow run could not be created (OSError: [Errno 28] No space left on device)"
     assert "No space left" in json.loads((tmp_path / "run.json").read_text())["error"]
 
 

@@ -30,18 +30,41 @@ def dirs(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("kwargs, error, message", [
-    ({"model": "vgg-nope"}, InvalidModelDirectoryError, r"`model`='vgg-nope' is not a PyTorch model.*'densenet121'"),
-    ({"initial_weights": "{root}/weights.txt"}, InvalidModelDirectoryError, r"must be an existing PyTorch state-dict file"),
-    ({"initial_weights": "{root}"}, InvalidModelDirectoryError, r"directory without manifest.json"),
-    ({"training_data": "{root}/flat"}, NotLabeledDatasetError, r"not a labelled image directory: it has 4 images directly"),
-    ({"training_data": "{root}/mixed"}, NotLabeledDatasetError, r"mixes class folders \['blue', 'red'\] with 2 images"),
-    ({"validation_data": "{root}/valid3"}, InvalidDatasetError, r"classes \[\] are only in `training_data`.*classes \['green'\] are only in `validation_data`"),
-    ({"training_data": "{root}/nope"}, ConfigurationError, r"`training_data`=.* must be an existing directory"),
-    ({"epochs": 0}, ConfigurationError, r"`epochs` must be > 0, but got epochs=0"),
-    ({"image_size": 16}, ConfigurationError, r"`image_size` must be >= 32.*got image_size=16"),
-    ({"model_name": "My_Model"}, ConfigurationError, r"Fix: use 'my-model'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (
+            {"model": "vgg-nope"},
+            InvalidModelDirectoryError,
+            r"`model`='vgg-nope' is not a PyTorch model.*'densenet121'",
+        ),
+        (
+            {"initial_weights": "{root}/weights.txt"},
+            InvalidModelDirectoryError,
+            r"must be an existing PyTorch state-dict file",
+        ),
+        ({"initial_weights": "{root}"}, InvalidModelDirectoryError, r"directory without manifest.json"),
+        (
+            {"training_data": "{root}/flat"},
+            NotLabeledDatasetError,
+            r"not a labelled image directory: it has 4 images directly",
+        ),
+        (
+            {"training_data": "{root}/mixed"},
+            NotLabeledDatasetError,
+            r"mixes class folders \['blue', 'red'\] with 2 images",
+        ),
+        (
+            {"validation_data": "{root}/valid3"},
+            InvalidDatasetError,
+            r"classes \[\] are only in `training_data`.*classes \['green'\] are only in `validation_data`",
+        ),
+        ({"training_data": "{root}/nope"}, ConfigurationError, r"`training_data`=.* must be an existing directory"),
+        ({"epochs": 0}, ConfigurationError, r"`epochs` must be > 0, but got epochs=0"),
+        ({"image_size": 16}, ConfigurationError, r"`image_size` must be >= 32.*got image_size=16"),
+        ({"model_name": "My_Model"}, ConfigurationError, r"Fix: use 'my-model'"),
+    ],
+)
 def test_bad_input_is_refused_before_compute(dirs, kwargs, error, message):
     args = {"training_data": f"{dirs}/train", "validation_data": f"{dirs}/train"}
     args.update({k: v.format(root=dirs) if isinstance(v, str) else v for k, v in kwargs.items()})
@@ -57,21 +80,35 @@ def test_weights_of_another_architecture_fail_on_the_worker(dirs, compute, tmp_p
 
     torch.save(torchvision.models.densenet121(num_classes=2).state_dict(), tmp_path / "densenet.pt")
     with pytest.raises(InvalidModelDirectoryError, match=r"does not fit the chosen architecture"):
-        train_pytorch_model(f"{dirs}/train", f"{dirs}/train", model="resnet18", image_size=32, epochs=1,
-                            initial_weights=str(tmp_path / "densenet.pt"), compute=compute)
+        train_pytorch_model(
+            f"{dirs}/train",
+            f"{dirs}/train",
+            model="resnet18",
+            image_size=32,
+            epochs=1,
+            initial_weights=str(tmp_path / "densenet.pt"),
+            compute=compute,
+        )
 
 
 def test_unreadable_weights_file(dirs, compute):
     with pytest.raises(InvalidModelDirectoryError, match=r"cannot be read as PyTorch weights"):
-        train_pytorch_model(f"{dirs}/train", f"{dirs}/train", model="resnet18", image_size=32, epochs=1,
-                            initial_weights=f"{dirs}/not-weights.pt", compute=compute)
+        train_pytorch_model(
+            f"{dirs}/train",
+            f"{dirs}/train",
+            model="resnet18",
+            image_size=32,
+            epochs=1,
+            initial_weights=f"{dirs}/not-weights.pt",
+            compute=compute,
+        )
 
 
 def test_missing_torch_gives_the_install_command(monkeypatch):
     import sys
 
     from prefect_mltrain.errors import MissingDependencyError
-    from prefect_mltrain.frameworks import load_model
+    from prefect_mltrain.registry.frameworks import load_model
 
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'prefect-mltrain\[torch\]'"):

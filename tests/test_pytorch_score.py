@@ -11,17 +11,18 @@ pytest.importorskip("torch", reason="needs the torch extra: pip install -e '.[to
 from prefect_mltrain.blocks import MlflowTracking, RegisteredModel  # noqa: E402
 from prefect_mltrain.errors import InvalidModelDirectoryError  # noqa: E402
 from prefect_mltrain.flows import score_image_model  # noqa: E402
-from prefect_mltrain.tasks import load_model_dir, save_model_dir  # noqa: E402
+from prefect_mltrain.pytorch.model import load_model_dir, save_model_dir  # noqa: E402
 from prefect_mltrain.tasks.register import register  # noqa: E402
 from tests.pytorch_helpers import make_image_dir  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from prefect_mltrain.tasks.pytorch_model import build_model
+    from prefect_mltrain.pytorch.model import build_model
 
-    return save_model_dir(tmp_path_factory.mktemp("model") / "model", build_model("resnet18", 2), "resnet18",
-                          ["blue", "red"], 16)
+    return save_model_dir(
+        tmp_path_factory.mktemp("model") / "model", build_model("resnet18", 2), "resnet18", ["blue", "red"], 16
+    )
 
 
 def test_scores_a_registered_model_with_labels(model_dir, tmp_path, unique_name, compute):
@@ -68,7 +69,7 @@ def test_model_trained_on_gpu_loads_on_cpu(tmp_path):
 
     if not torch.cuda.is_available():
         pytest.skip("needs an NVIDIA GPU: no CUDA device visible")
-    from prefect_mltrain.tasks.pytorch_model import build_model
+    from prefect_mltrain.pytorch.model import build_model
 
     directory = save_model_dir(tmp_path, build_model("resnet18", 2).cuda(), "resnet18", ["a", "b"], 16)
     assert str(load_model_dir(directory).device) == "cpu"

@@ -20,8 +20,10 @@ TINY = {"model": "resnet18", "image_size": 32, "batch_size": 4, "print_frequency
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     root = tmp_path_factory.mktemp("images")
-    return (str(make_image_dir(root / "train", per_class=8, seed=1)),
-            str(make_image_dir(root / "valid", per_class=4, seed=2)))
+    return (
+        str(make_image_dir(root / "train", per_class=8, seed=1)),
+        str(make_image_dir(root / "valid", per_class=4, seed=2)),
+    )
 
 
 def _steps(run_id: str, key: str) -> list[int]:
@@ -34,8 +36,16 @@ def test_single_process_logs_every_epoch_and_registers(images, compute, unique_n
 
     # Initial weights from a local file with another head (10 classes): the body is fine-tuned.
     torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), tmp_path / "init.pt")
-    state = train_pytorch_model(*images, **TINY, epochs=2, learning_rate=0.01, initial_weights=str(tmp_path / "init.pt"),
-                                model_name=unique_name, compute=compute, return_state=True)
+    state = train_pytorch_model(
+        *images,
+        **TINY,
+        epochs=2,
+        learning_rate=0.01,
+        initial_weights=str(tmp_path / "init.pt"),
+        model_name=unique_name,
+        compute=compute,
+        return_state=True,
+    )
     result = state.result()
     assert result.epochs_trained == [1, 2] and result.world_size == 1 and result.classes == ["blue", "red"]
     for key in ("train_loss", "val_loss", "top1_accuracy", "top5_accuracy", "train_images_per_sec"):
@@ -52,9 +62,12 @@ def test_single_process_logs_every_epoch_and_registers(images, compute, unique_n
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     with get_client(sync_client=True) as client:
-        charts = client.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=["pytorch-training-metrics"]),
-            flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+        charts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["pytorch-training-metrics"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+            )
+        )
     assert charts and "top1_accuracy" in str(max(charts, key=lambda a: a.created).data)
     entry = RegisteredModel.load(unique_name)
     assert entry.framework == "torchvision" and entry.metrics["val_loss"] == result.metrics["val_loss"]
@@ -70,7 +83,10 @@ def test_ddp_gloo_on_two_workers_keeps_per_rank_logs(images, compute):
     assert result.world_size == 2 and result.epochs_trained == [1, 2]
     assert _steps(result.mlflow_run_id, "val_loss") == [1, 2]
     client = MlflowTracking().client()
-    assert {a.path for a in client.list_artifacts(result.mlflow_run_id, "logs")} == {"logs/rank_0.log", "logs/rank_1.log"}
+    assert {a.path for a in client.list_artifacts(result.mlflow_run_id, "logs")} == {
+        "logs/rank_0.log",
+        "logs/rank_1.log",
+    }
     from pathlib import Path
 
     rank1 = (Path(result.checkpoint_dir) / "logs" / "rank_1.log").read_text()
@@ -82,17 +98,32 @@ def test_ddp_gloo_on_two_workers_keeps_per_rank_logs(images, compute):
 
 
 def test_retry_resumes_from_the_last_checkpoint(images, compute, tmp_path):
-    result = train_pytorch_model(*images, **TINY, epochs=3, max_restarts=1, report=FailOnce(tmp_path / "m", 2),
-                                 checkpoint_dir=str(tmp_path / "ckpt"), compute=compute)
+    result = train_pytorch_model(
+        *images,
+        **TINY,
+        epochs=3,
+        max_restarts=1,
+        report=FailOnce(tmp_path / "m", 2),
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        compute=compute,
+    )
     assert result.attempts == 2 and result.resumed_from_epoch == 1 and result.epochs_trained == [2, 3]
     assert _steps(result.mlflow_run_id, "val_loss") == [1, 2, 3]  # no epoch logged twice
     assert "simulated crash at epoch 2" in (tmp_path / "ckpt" / "logs" / "rank_0.log").read_text()
 
 
 def test_ddp_retry_resumes_all_ranks_from_the_checkpoint(images, compute, tmp_path):
-    result = train_pytorch_model(*images, **TINY, epochs=2, processes_per_node=2, dist_timeout=30, max_restarts=1,
-                                 report=FailOnce(tmp_path / "m", 2), checkpoint_dir=str(tmp_path / "ckpt"),
-                                 compute=compute)
+    result = train_pytorch_model(
+        *images,
+        **TINY,
+        epochs=2,
+        processes_per_node=2,
+        dist_timeout=30,
+        max_restarts=1,
+        report=FailOnce(tmp_path / "m", 2),
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        compute=compute,
+    )
     assert result.attempts == 2 and result.world_size == 2
     assert result.resumed_from_epoch == 1 and result.epochs_trained == [2]
     rank1 = (tmp_path / "ckpt" / "logs" / "rank_1.log").read_text()
@@ -102,8 +133,9 @@ def test_ddp_retry_resumes_all_ranks_from_the_checkpoint(images, compute, tmp_pa
 
 def test_new_run_continues_a_killed_runs_checkpoint_and_report_can_stop(images, compute, tmp_path):
     first = train_pytorch_model(*images, **TINY, epochs=1, checkpoint_dir=str(tmp_path), compute=compute)
-    second = train_pytorch_model(*images, **TINY, epochs=4, checkpoint_dir=str(tmp_path), report=StopAfter(2),
-                                 compute=compute)
+    second = train_pytorch_model(
+        *images, **TINY, epochs=4, checkpoint_dir=str(tmp_path), report=StopAfter(2), compute=compute
+    )
     assert first.epochs_trained == [1]
     assert second.resumed_from_epoch == 1 and second.epochs_trained == [2] and second.stopped_early
     assert [row["epoch"] for row in second.history] == [1, 2]
@@ -115,7 +147,8 @@ def test_too_few_workers_fails_before_training(images, compute):
 
 
 def test_doctests_of_schedule_device_and_placement():
-    from prefect_mltrain.tasks import pytorch_data, pytorch_train
+    from prefect_mltrain.pytorch import data as pytorch_data
+    from prefect_mltrain.pytorch import train as pytorch_train
 
     for module in (pytorch_train, pytorch_data):
         failures, tried = doctest.testmod(module)
@@ -126,7 +159,7 @@ def test_device_selection_by_patching(monkeypatch):
     """A rank picks cuda when torch sees a GPU (patched) and the CPU otherwise; backend follows."""
     import torch
 
-    from prefect_mltrain.tasks.pytorch_train import select_device
+    from prefect_mltrain.pytorch.train import select_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -147,8 +180,10 @@ def test_a_dying_worker_fails_the_run_clearly_without_hanging(images, tmp_path):
     from prefect_mltrain.blocks import DaskCompute
 
     # Its own cluster: the shared one must keep its workers for the other tests.
-    doomed = DaskCompute(cluster_class="distributed.LocalCluster", cluster_kwargs={
-        "n_workers": 2, "threads_per_worker": 1, "processes": True, "name": "doomed"})
+    doomed = DaskCompute(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True, "name": "doomed"},
+    )
     log = tmp_path / "logs" / "rank_1.log"
     killed = []
 
@@ -167,8 +202,15 @@ def test_a_dying_worker_fails_the_run_clearly_without_hanging(images, tmp_path):
     killer.start()
     started = time.monotonic()
     with pytest.raises(DistributedTrainingError) as failure:
-        train_pytorch_model(*images, **TINY, epochs=30, processes_per_node=2, dist_timeout=10,
-                            checkpoint_dir=str(tmp_path), compute=doomed)
+        train_pytorch_model(
+            *images,
+            **TINY,
+            epochs=30,
+            processes_per_node=2,
+            dist_timeout=10,
+            checkpoint_dir=str(tmp_path),
+            compute=doomed,
+        )
     assert killed, "rank 1 was never seen training"
     message = str(failure.value)
     assert "Distributed training with 2 ranks failed" in message and "rank 0 on" in message
@@ -179,14 +221,25 @@ def test_a_dying_worker_fails_the_run_clearly_without_hanging(images, tmp_path):
 
 def test_densenet_with_amp_channels_last_and_warmup_in_process(tmp_path):
     """The DenseNet family, and the GPU defaults (AMP, channels_last) forced on: bfloat16 on the CPU."""
-    from prefect_mltrain.tasks.pytorch_model import load_model_dir
-    from prefect_mltrain.tasks.pytorch_train import TrainConfig, train_process
+    from prefect_mltrain.pytorch.model import load_model_dir
+    from prefect_mltrain.pytorch.train import TrainConfig, train_process
 
     data = str(make_image_dir(tmp_path / "d", per_class=2, size=32))
-    result = train_process(TrainConfig(
-        model="densenet121", training_data=data, validation_data=data, classes=("blue", "red"),
-        checkpoint_dir=str(tmp_path / "ckpt"), epochs=1, image_size=32, batch_size=4, warmup_steps=1,
-        amp=True, channels_last=True))
+    result = train_process(
+        TrainConfig(
+            model="densenet121",
+            training_data=data,
+            validation_data=data,
+            classes=("blue", "red"),
+            checkpoint_dir=str(tmp_path / "ckpt"),
+            epochs=1,
+            image_size=32,
+            batch_size=4,
+            warmup_steps=1,
+            amp=True,
+            channels_last=True,
+        )
+    )
     assert result["epochs_trained"] == [1] and result["device"] == "cpu"
     assert result["history"][0]["learning_rate"] == 0.001  # warm-up over 1 epoch of 1 step ends at the base rate
     assert load_model_dir(result["model_dir"]).architecture == "densenet121"

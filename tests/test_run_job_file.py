@@ -31,7 +31,8 @@ def job_dir(tmp_path):
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "train.py").write_text(SCRIPT)
     (tmp_path / "data.csv").write_text("a,b\n1,2\n")
-    (tmp_path / "job.yml").write_text(textwrap.dedent("""
+    (tmp_path / "job.yml").write_text(
+        textwrap.dedent("""
         type: command
         code: src
         command: python train.py --data ${{inputs.data}} --lr ${{inputs.lr}} --out ${{outputs.model}}
@@ -43,7 +44,8 @@ def job_dir(tmp_path):
         environment_variables: {GREETING: hello}
         experiment_name: job-files
         display_name: from-yaml
-    """))
+    """)
+    )
     return tmp_path
 
 
@@ -61,21 +63,25 @@ def test_job_file_runs_with_inputs_outputs_and_overrides(job_dir):
 def test_download_copies_are_removed_when_the_job_ends(tmp_path, exit_code):
     seen = tmp_path / "seen.txt"
     (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "show.py").write_text(textwrap.dedent(f"""
+    (tmp_path / "src" / "show.py").write_text(
+        textwrap.dedent(f"""
         import sys
         with open({str(seen)!r}, "w") as f:
             f.write(sys.argv[1] + " " + open(sys.argv[1]).read())
         sys.exit(int(sys.argv[2]))
-    """))
+    """)
+    )
     (tmp_path / "data.csv").write_text("rows")
-    (tmp_path / "job.yml").write_text(textwrap.dedent("""
+    (tmp_path / "job.yml").write_text(
+        textwrap.dedent("""
         type: command
         code: src
         command: python show.py ${{inputs.data}} ${{inputs.code}}
         inputs:
           data: {type: uri_file, path: data.csv, mode: download}
           code: 0
-    """))
+    """)
+    )
     state = run_job_file(str(tmp_path / "job.yml"), [f"inputs.code={exit_code}"], return_state=True)
     assert state.is_completed() == (exit_code == 0)
     copy, content = seen.read_text().split()
@@ -85,7 +91,9 @@ def test_download_copies_are_removed_when_the_job_ends(tmp_path, exit_code):
 
 def test_environment_block_and_unknown_compute(job_dir, unique_name):
     TrainingEnvironment(environment_variables={"GREETING": "from-block"}).save(unique_name)
-    text = (job_dir / "job.yml").read_text() + f"environment: {{block: {unique_name}}}\ncompute: azureml:no-such-cluster\n"
+    text = (
+        job_dir / "job.yml"
+    ).read_text() + f"environment: {{block: {unique_name}}}\ncompute: azureml:no-such-cluster\n"
     (job_dir / "job.yml").write_text(text)
     state = run_job_file(str(job_dir / "job.yml"), return_state=True)
     with pytest.raises(ConfigurationError, match=r"'no-such-cluster' names no saved DaskCompute block"):
@@ -94,13 +102,23 @@ def test_environment_block_and_unknown_compute(job_dir, unique_name):
 
 def test_cli_job_run_streams_and_downloads(job_dir, tmp_path):
     exe = str(Path(sys.executable).with_name("prefect-mltrain"))
-    out = subprocess.run([exe, "job", "run", str(job_dir / "job.yml"), "--set", "inputs.lr=0.5"],
-                         capture_output=True, text=True, env=os.environ, timeout=300)
+    out = subprocess.run(
+        [exe, "job", "run", str(job_dir / "job.yml"), "--set", "inputs.lr=0.5"],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "lr 0.5 data" in out.stdout + out.stderr  # the script's output, streamed to the terminal
     run_id = next(line.split()[-1] for line in out.stdout.splitlines() if line.startswith("MLflow run:"))
-    down = subprocess.run([exe, "job", "download", run_id, "-o", str(tmp_path / "dl")],
-                          capture_output=True, text=True, env=os.environ, timeout=120)
+    down = subprocess.run(
+        [exe, "job", "download", run_id, "-o", str(tmp_path / "dl")],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        timeout=120,
+    )
     assert down.returncode == 0, down.stderr[-2000:]
     assert (tmp_path / "dl" / "outputs" / "model" / "copied.csv").exists()
 
@@ -117,13 +135,15 @@ def test_distributed_job_file(tmp_path):
 
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "ddp.py").write_text(RENDEZVOUS)
-    (tmp_path / "job.yml").write_text(textwrap.dedent("""
+    (tmp_path / "job.yml").write_text(
+        textwrap.dedent("""
         type: command
         code: src
         command: python ddp.py
         distribution: {type: pytorch, process_count_per_instance: 2}
         resources: {instance_count: 1}
-    """))
+    """)
+    )
     result = run_job_file(str(tmp_path / "job.yml"))
     logs = flow_run_logs(result.flow_run_url.rsplit("/", 1)[-1], "rendezvous complete")
     assert "rendezvous complete [1]" in logs and "rank=1 local_rank=1 node_rank=0 world=2" in logs
@@ -132,14 +152,17 @@ def test_distributed_job_file(tmp_path):
 def test_sweep_job_file(tmp_path):
     """Azure ML's sweep job YAML, as written for `az ml job create`."""
     (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "train.py").write_text(textwrap.dedent("""
+    (tmp_path / "src" / "train.py").write_text(
+        textwrap.dedent("""
         import argparse, mlflow
         p = argparse.ArgumentParser(); p.add_argument("--lr", type=float); p.add_argument("--depth", type=int)
         a = p.parse_args()
         print("trial lr", a.lr, "depth", a.depth, flush=True)
         mlflow.log_metric("score", a.depth - abs(a.lr - 0.1))
-    """))
-    (tmp_path / "sweep.yml").write_text(textwrap.dedent("""
+    """)
+    )
+    (tmp_path / "sweep.yml").write_text(
+        textwrap.dedent("""
         $schema: https://azuremlschemas.azureedge.net/latest/sweepJob.schema.json
         type: sweep
         trial:
@@ -153,13 +176,17 @@ def test_sweep_job_file(tmp_path):
         limits: {max_total_trials: 3, max_concurrent_trials: 1, timeout: 600}
         experiment_name: sweep-job-files
         display_name: yaml-sweep
-    """))
+    """)
+    )
     result = run_job_file(str(tmp_path / "sweep.yml"))
     assert result.name == "yaml-sweep" and len(result.trials) == 3
     assert all(t["state"] == "COMPLETE" for t in result.trials)
     assert result.best_params["depth"] == max(t["depth"] for t in result.trials)
-    runs = MlflowTracking().client().search_runs(
-        [result.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.mlflow_parent_run_id}'")
+    runs = (
+        MlflowTracking()
+        .client()
+        .search_runs([result.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.mlflow_parent_run_id}'")
+    )
     assert len(runs) == 3 and all("score" in r.data.metrics for r in runs)
 
 
@@ -167,24 +194,29 @@ def test_sweep_job_file(tmp_path):
 def test_sweep_job_file_trials_run_in_its_image_environment(tmp_path):
     """`trial.environment` with an image and a conda file: every trial runs in that image."""
     (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "train.py").write_text(textwrap.dedent("""
+    (tmp_path / "src" / "train.py").write_text(
+        textwrap.dedent("""
         import argparse, sys, mlflow
         p = argparse.ArgumentParser(); p.add_argument("--lr", type=float); a = p.parse_args()
         print("trial python", sys.executable, flush=True)
         for epoch in (1, 2):
             mlflow.log_metric("score", a.lr * epoch, step=epoch)
         open("outputs/model.txt", "w").write(str(a.lr))
-    """))
+    """)
+    )
     version = importlib.metadata.version("mlflow")
-    (tmp_path / "conda.yml").write_text(textwrap.dedent(f"""
+    (tmp_path / "conda.yml").write_text(
+        textwrap.dedent(f"""
         dependencies:
           - python=3.11
           - pip:
             - mlflow-skinny=={version}
             - sqlalchemy
             - alembic
-    """))
-    (tmp_path / "sweep.yml").write_text(textwrap.dedent(f"""
+    """)
+    )
+    (tmp_path / "sweep.yml").write_text(
+        textwrap.dedent(f"""
         type: sweep
         trial:
           code: src
@@ -194,14 +226,17 @@ def test_sweep_job_file_trials_run_in_its_image_environment(tmp_path):
         search_space: {{lr: {{type: choice, values: [0.1, 0.3]}}}}
         objective: {{goal: maximize, primary_metric: score}}
         limits: {{max_total_trials: 2, max_concurrent_trials: 2}}
-    """))
+    """)
+    )
     result = run_job_file(str(tmp_path / "sweep.yml"))
     assert [t["state"] for t in result.trials] == ["COMPLETE", "COMPLETE"]
     assert result.best_params == {"lr": 0.3} and result.best_value == pytest.approx(0.6)
     client = MlflowTracking().client()
     for row in result.trials:
         # Each trial ran in its own copy of the code: its outputs are its own artifacts.
-        local = client.download_artifacts(row["mlflow_run_id"], "outputs/model.txt", str(tmp_path / row["mlflow_run_id"]))
+        local = client.download_artifacts(
+            row["mlflow_run_id"], "outputs/model.txt", str(tmp_path / row["mlflow_run_id"])
+        )
         assert Path(local).read_text() == str(row["lr"])
         logs = flow_run_logs(row["flow_run_id"], expect="trial python")
         assert "trial python /opt/mltrain-env/bin/python" in logs

@@ -3,7 +3,7 @@
 import pytest
 
 from prefect_mltrain.errors import ConfigurationError, SnapshotTooLargeError
-from prefect_mltrain.tasks.snapshot import snapshot_source
+from prefect_mltrain.jobs.snapshot import snapshot_source
 
 
 def _tree(root, files):
@@ -15,10 +15,17 @@ def _tree(root, files):
 
 
 def test_amlignore_wins_over_gitignore(tmp_path):
-    src = _tree(tmp_path / "src", {
-        "train.py": b"print(1)", "data/big.csv": b"x" * 10, "notes.md": b"n",
-        ".amlignore": b"data/\n", ".gitignore": b"notes.md\n", ".git/HEAD": b"ref",
-    })
+    src = _tree(
+        tmp_path / "src",
+        {
+            "train.py": b"print(1)",
+            "data/big.csv": b"x" * 10,
+            "notes.md": b"n",
+            ".amlignore": b"data/\n",
+            ".gitignore": b"notes.md\n",
+            ".git/HEAD": b"ref",
+        },
+    )
     snap = snapshot_source(src, tmp_path / "snap", max_mb=1)
     copied = sorted(p.relative_to(tmp_path / "snap").as_posix() for p in (tmp_path / "snap").rglob("*") if p.is_file())
     assert copied == [".amlignore", ".gitignore", "notes.md", "train.py"]

@@ -27,12 +27,15 @@ def test_concurrent_writes_are_served_not_refused_with_503(unique_name: str) -> 
         with httpx.Client(base_url=api, timeout=60) as client:  # no retries: a 503 is seen as it is
             for _ in range(15):
                 try:
-                    taken = client.post("/v2/concurrency_limits/increment-with-lease",
-                                        json={"names": [unique_name], "slots": 1, "lease_duration": 60})
+                    taken = client.post(
+                        "/v2/concurrency_limits/increment-with-lease",
+                        json={"names": [unique_name], "slots": 1, "lease_duration": 60},
+                    )
                     codes.append(taken.status_code)
                     if taken.status_code == 200:
-                        released = client.post("/v2/concurrency_limits/decrement-with-lease",
-                                               json={"lease_id": taken.json()["lease_id"]})
+                        released = client.post(
+                            "/v2/concurrency_limits/decrement-with-lease", json={"lease_id": taken.json()["lease_id"]}
+                        )
                         codes.append(released.status_code)
                 except httpx.TransportError as exc:  # the stock server also drops connections
                     codes.append(type(exc).__name__)
@@ -45,7 +48,11 @@ def test_concurrent_writes_are_served_not_refused_with_503(unique_name: str) -> 
 
 
 def test_the_server_module_runs_the_prefect_cli() -> None:
-    done = subprocess.run([sys.executable, "-m", "prefect_mltrain.sqlite_server", "server", "start", "--help"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect_mltrain.server.sqlite_server", "server", "start", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "--port" in done.stdout

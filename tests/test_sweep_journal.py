@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from prefect_mltrain.sweep._optuna import FlockLock, import_optuna, journal_storage
+from prefect_mltrain.sweep.journal import FlockLock, import_optuna, journal_storage
 
 
 def test_a_held_lock_makes_the_next_writer_wait_until_it_is_released(tmp_path: Path) -> None:
@@ -39,7 +39,7 @@ def test_releasing_a_lock_that_is_not_held_names_the_file(tmp_path: Path) -> Non
 
 _WRITER = """
 import sys
-from prefect_mltrain.sweep._optuna import import_optuna, journal_storage
+from prefect_mltrain.sweep.journal import import_optuna, journal_storage
 optuna = import_optuna()
 study = optuna.load_study(study_name="s", storage=journal_storage(sys.argv[1]))
 for i in range(25):

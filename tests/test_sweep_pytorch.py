@@ -16,16 +16,25 @@ from tests.pytorch_helpers import make_image_dir  # noqa: E402
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep-images")
-    return (str(make_image_dir(root / "train", per_class=6, seed=1)),
-            str(make_image_dir(root / "valid", per_class=3, seed=2)))
+    return (
+        str(make_image_dir(root / "train", per_class=6, seed=1)),
+        str(make_image_dir(root / "valid", per_class=3, seed=2)),
+    )
 
 
 def test_pytorch_trials_report_every_epoch(images, compute, unique_name):
-    trial = PytorchTrial(training_data=images[0], validation_data=images[1],
-                         fixed={"image_size": 32, "batch_size": 4, "epochs": 2})
-    result = sweep(trial=trial, search_space={"learning_rate": choice([0.01, 0.05])},
-                   objective=Objective("val_loss", "minimize"), sampling_algorithm="grid",
-                   limits=Limits(max_total_trials=2, max_concurrent_trials=1), name=unique_name, compute=compute)
+    trial = PytorchTrial(
+        training_data=images[0], validation_data=images[1], fixed={"image_size": 32, "batch_size": 4, "epochs": 2}
+    )
+    result = sweep(
+        trial=trial,
+        search_space={"learning_rate": choice([0.01, 0.05])},
+        objective=Objective("val_loss", "minimize"),
+        sampling_algorithm="grid",
+        limits=Limits(max_total_trials=2, max_concurrent_trials=1),
+        name=unique_name,
+        compute=compute,
+    )
     assert sorted(t["learning_rate"] for t in result.trials) == [0.01, 0.05]
     assert all(t["state"] == "COMPLETE" for t in result.trials)
     client = MlflowTracking().client()
@@ -35,7 +44,13 @@ def test_pytorch_trials_report_every_epoch(images, compute, unique_name):
 
 def test_pytorch_trial_refuses_unknown_parameters(images, unique_name):
     trial = PytorchTrial(training_data=images[0], validation_data=images[1])
-    state = sweep(trial=trial, search_space={"momentum": choice([0.8, 0.9])}, objective=Objective("val_loss", "minimize"),
-                  limits=Limits(max_total_trials=1, max_concurrent_trials=1), name=unique_name, return_state=True)
+    state = sweep(
+        trial=trial,
+        search_space={"momentum": choice([0.8, 0.9])},
+        objective=Objective("val_loss", "minimize"),
+        limits=Limits(max_total_trials=1, max_concurrent_trials=1),
+        name=unique_name,
+        return_state=True,
+    )
     with pytest.raises(ConfigurationError, match=r"cannot tune or fix \['momentum'\]; valid: \['batch_size'"):
         state.result()

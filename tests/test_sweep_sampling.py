@@ -54,10 +54,17 @@ def test_random_is_reproducible_per_trial_whichever_process_asks():
 
 @pytest.mark.parametrize("name", sorted(set(ALGORITHMS) - {"grid"}))
 def test_every_algorithm_samples_every_family(name):
-    space = SearchSpace.parse({
-        "c": choice([1, 2]), "r": randint(5), "u": uniform(0, 1), "q": {"type": "quniform", "min_value": 0, "max_value": 10, "q": 2},
-        "lu": {"type": "loguniform", "low": 1e-3, "high": 1}, "n": normal(0, 1), "ln": {"type": "qlognormal", "mu": 0, "sigma": 1, "q": 1},
-    })
+    space = SearchSpace.parse(
+        {
+            "c": choice([1, 2]),
+            "r": randint(5),
+            "u": uniform(0, 1),
+            "q": {"type": "quniform", "min_value": 0, "max_value": 10, "q": 2},
+            "lu": {"type": "loguniform", "low": 1e-3, "high": 1},
+            "n": normal(0, 1),
+            "ln": {"type": "qlognormal", "mu": 0, "sigma": 1, "q": 1},
+        }
+    )
     drawn = _draw(sampling_algorithm(name, seed=1), space, 6)
     for d in drawn:
         assert d["c"] in (1, 2) and 0 <= d["r"] < 5 and 0 <= d["u"] <= 1 and d["q"] % 2 == 0

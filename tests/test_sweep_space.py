@@ -29,22 +29,25 @@ def test_doctests():
     assert doctest.testmod(space_module).failed == 0
 
 
-@pytest.mark.parametrize("build, words", [
-    (lambda: Choice([]), ["must not be empty", "values=[]"]),
-    (lambda: Choice("abc"), ["must be a list"]),
-    (lambda: Choice([1, 1]), ["duplicates"]),
-    (lambda: Choice([object()]), ["None, a bool, number or string"]),
-    (lambda: Randint(0), ["upper", ">= 1", "upper=0"]),
-    (lambda: Uniform(1, 1), ["`min_value` < `max_value` must hold", "min_value=1.0", "Fix"]),
-    (lambda: Uniform(2, 1), ["min_value=2.0", "max_value=1.0"]),
-    (lambda: Uniform(0, float("inf")), ["finite"]),
-    (lambda: QUniform(0, 1, q=0), ["`q` must be > 0", "q=0"]),
-    (lambda: LogUniform.between(0, 1), ["`low` must be > 0", "low=0", "Fix"]),
-    (lambda: LogUniform.between(-1, 1), ["low=-1"]),
-    (lambda: Normal(0, 0), ["`sigma` must be > 0", "sigma=0"]),
-    (lambda: LogNormal(0, -1), ["sigma=-1"]),
-    (lambda: QNormal(0, 1, q=-1), ["q=-1"]),
-])
+@pytest.mark.parametrize(
+    "build, words",
+    [
+        (lambda: Choice([]), ["must not be empty", "values=[]"]),
+        (lambda: Choice("abc"), ["must be a list"]),
+        (lambda: Choice([1, 1]), ["duplicates"]),
+        (lambda: Choice([object()]), ["None, a bool, number or string"]),
+        (lambda: Randint(0), ["upper", ">= 1", "upper=0"]),
+        (lambda: Uniform(1, 1), ["`min_value` < `max_value` must hold", "min_value=1.0", "Fix"]),
+        (lambda: Uniform(2, 1), ["min_value=2.0", "max_value=1.0"]),
+        (lambda: Uniform(0, float("inf")), ["finite"]),
+        (lambda: QUniform(0, 1, q=0), ["`q` must be > 0", "q=0"]),
+        (lambda: LogUniform.between(0, 1), ["`low` must be > 0", "low=0", "Fix"]),
+        (lambda: LogUniform.between(-1, 1), ["low=-1"]),
+        (lambda: Normal(0, 0), ["`sigma` must be > 0", "sigma=0"]),
+        (lambda: LogNormal(0, -1), ["sigma=-1"]),
+        (lambda: QNormal(0, 1, q=-1), ["q=-1"]),
+    ],
+)
 def test_invalid_distributions_name_rule_and_value(build, words):
     with pytest.raises(ConfigurationError) as info:
         build()
@@ -77,11 +80,13 @@ def test_normal_quantile_mapping_keeps_the_distribution():
 
 
 def test_dict_form_and_unknown_type_lists_valid_ones():
-    parsed = SearchSpace.parse({
-        "lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
-        "layers": {"type": "choice", "values": [1, 2, 3]},
-        "width": {"type": "qnormal", "mu": 64, "sigma": 16, "q": 8},
-    })
+    parsed = SearchSpace.parse(
+        {
+            "lr": {"type": "loguniform", "low": 1e-4, "high": 1e-1},
+            "layers": {"type": "choice", "values": [1, 2, 3]},
+            "width": {"type": "qnormal", "mu": 64, "sigma": 16, "q": 8},
+        }
+    )
     assert parsed.to_dict()["layers"] == {"type": "choice", "values": [1, 2, 3]}
     assert SearchSpace.parse(parsed.to_dict()).to_dict() == parsed.to_dict()
     with pytest.raises(ConfigurationError) as info:
@@ -100,7 +105,8 @@ def test_empty_or_malformed_space(bad):
 def test_every_family_maps_onto_optuna():
     for name, cls in DISTRIBUTIONS.items():
         args = {"choice": {"values": [1, 2]}, "randint": {"upper": 3}}.get(name) or (
-            {"mu": 0, "sigma": 1} if "normal" in name else {"min_value": 0, "max_value": 1})
+            {"mu": 0, "sigma": 1} if "normal" in name else {"min_value": 0, "max_value": 1}
+        )
         dist = cls(**args)
         internal = dist.internal()
         assert internal is not None
@@ -110,8 +116,10 @@ def test_every_family_maps_onto_optuna():
 def test_import_does_not_load_heavy_libraries():
     import subprocess
 
-    code = ("import sys, prefect_mltrain, prefect_mltrain.sweep, prefect_mltrain.flows.sweep; "
-            "print([m for m in ('optuna', 'mlflow', 'torch') if m in sys.modules])")
+    code = (
+        "import sys, prefect_mltrain, prefect_mltrain.sweep, prefect_mltrain.flows.sweep; "
+        "print([m for m in ('optuna', 'mlflow', 'torch') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
 

@@ -53,18 +53,21 @@ def test_truncation_selection_cuts_the_worst_percentage():
     assert policy.decide(0.75, 1, others, True, [(1, 0.75)]) is None
 
 
-@pytest.mark.parametrize("spec, words", [
-    ({"type": "bandit"}, ["exactly one of `slack_factor`", "slack_factor=None"]),
-    ({"type": "bandit", "slack_factor": 0.1, "slack_amount": 0.1}, ["exactly one"]),
-    ({"type": "bandit", "slack_factor": -1}, ["slack_factor=-1"]),
-    ({"type": "bandit", "slack_factor": 0.1, "evaluation_interval": 0}, ["evaluation_interval=0"]),
-    ({"type": "median_stopping", "delay_evaluation": -1}, ["delay_evaluation=-1"]),
-    ({"type": "truncation_selection", "truncation_percentage": 0}, ["[1, 99]", "truncation_percentage=0"]),
-    ({"type": "asha", "reduction_factor": 1}, ["reduction_factor=1"]),
-    ({"type": "hyperband", "min_resource": 3, "max_resource": 2}, ["max_resource=2"]),
-    ({"type": "bandit", "slack": 0.1}, ["takes", "slack_factor"]),
-    ({"type": "early_stop"}, ["'early_stop'", str(sorted(POLICIES))]),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ({"type": "bandit"}, ["exactly one of `slack_factor`", "slack_factor=None"]),
+        ({"type": "bandit", "slack_factor": 0.1, "slack_amount": 0.1}, ["exactly one"]),
+        ({"type": "bandit", "slack_factor": -1}, ["slack_factor=-1"]),
+        ({"type": "bandit", "slack_factor": 0.1, "evaluation_interval": 0}, ["evaluation_interval=0"]),
+        ({"type": "median_stopping", "delay_evaluation": -1}, ["delay_evaluation=-1"]),
+        ({"type": "truncation_selection", "truncation_percentage": 0}, ["[1, 99]", "truncation_percentage=0"]),
+        ({"type": "asha", "reduction_factor": 1}, ["reduction_factor=1"]),
+        ({"type": "hyperband", "min_resource": 3, "max_resource": 2}, ["max_resource=2"]),
+        ({"type": "bandit", "slack": 0.1}, ["takes", "slack_factor"]),
+        ({"type": "early_stop"}, ["'early_stop'", str(sorted(POLICIES))]),
+    ],
+)
 def test_bad_policies_name_rule_and_value(spec, words):
     with pytest.raises(ConfigurationError) as info:
         termination_policy(spec)
@@ -75,8 +78,13 @@ def test_bad_policies_name_rule_and_value(spec, words):
 def test_policies_build_optuna_pruners():
     import optuna
 
-    for policy in (BanditPolicy(slack_factor=0.1), MedianStoppingPolicy(), TruncationSelectionPolicy(),
-                   AshaPolicy(), HyperbandPolicy()):
+    for policy in (
+        BanditPolicy(slack_factor=0.1),
+        MedianStoppingPolicy(),
+        TruncationSelectionPolicy(),
+        AshaPolicy(),
+        HyperbandPolicy(),
+    ):
         policy.check()
         assert isinstance(policy.pruner(), optuna.pruners.BasePruner)
         assert termination_policy(policy.to_dict()).to_dict() == policy.to_dict()

@@ -49,8 +49,13 @@ def source(tmp_path):
 
 def test_job_is_tracked_logged_and_registered(source, compute, unique_name):
     result = train_job(
-        script="train.py", arguments=["--C", 0.5], source_directory=str(source), compute=compute,
-        model_path="outputs/model.joblib", model_name=unique_name, tags={"team": "vision"},
+        script="train.py",
+        arguments=["--C", 0.5],
+        source_directory=str(source),
+        compute=compute,
+        model_path="outputs/model.joblib",
+        model_name=unique_name,
+        tags={"team": "vision"},
     )
     flow_run_id = result.flow_run_url.rsplit("/", 1)[-1]
     # Output streamed into the flow run's logs in the Prefect API.
@@ -74,7 +79,9 @@ def test_job_is_tracked_logged_and_registered(source, compute, unique_name):
 
 
 def test_failing_script_fails_flow_and_mlflow_run(source, compute):
-    state = train_job(script="train.py", arguments=["--fail"], source_directory=str(source), compute=compute, return_state=True)
+    state = train_job(
+        script="train.py", arguments=["--fail"], source_directory=str(source), compute=compute, return_state=True
+    )
     assert state.is_failed()
     with pytest.raises(Exception, match=r"exited with code 3\. Last lines of stderr:\nboom: training diverged"):
         state.result()
@@ -86,8 +93,10 @@ def test_pip_environment_runs_the_job_in_its_virtualenv(tmp_path, compute, proje
     (tmp_path / "show.py").write_text("import sys, six; print('prefix', sys.prefix, 'six', six.__version__)")
     env = TrainingEnvironment(pip_requirements=["six==1.16.0"], environment_variables={"GREETING": "hi"})
     result = train_job(
-        command="python show.py && echo greeting=$GREETING", source_directory=str(tmp_path),
-        environment=env, compute=compute,
+        command="python show.py && echo greeting=$GREETING",
+        source_directory=str(tmp_path),
+        environment=env,
+        compute=compute,
     )
     logs = flow_run_logs(result.flow_run_url.rsplit("/", 1)[-1], "greeting=hi")
     line = next(m for m in logs if m.startswith("prefix"))
@@ -97,21 +106,26 @@ def test_pip_environment_runs_the_job_in_its_virtualenv(tmp_path, compute, proje
 
 def test_timeout_kills_the_job(tmp_path, compute):
     (tmp_path / "sleep.py").write_text("import time; print('start', flush=True); time.sleep(60)")
-    state = train_job(script="sleep.py", source_directory=str(tmp_path), compute=compute, timeout_seconds=2, return_state=True)
+    state = train_job(
+        script="sleep.py", source_directory=str(tmp_path), compute=compute, timeout_seconds=2, return_state=True
+    )
     with pytest.raises(Exception, match="ran past `timeout_seconds`=2"):
         state.result()
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"script": "trian.py"}, r"`script`='trian.py' does not exist .*Python files there: \['train.py'\]"),
-    ({"script": "../outside.py"}, r"lies outside `source_directory`"),
-    ({}, r"Give exactly one of `script`"),
-    ({"script": "train.py", "model_path": "outputs/m.pkl"}, r"`model_path` and `model_name` go together"),
-    ({"script": "train.py", "model_path": "model.pkl", "model_name": "m"}, r"must lie under ./outputs"),
-    ({"script": "train.py", "model_path": "outputs/m.pkl", "model_name": "My Model"}, r"Fix: use 'my-model'"),
-    ({"script": "train.py", "compute": "no-such-compute"}, r"'no-such-compute' names no saved DaskCompute"),
-    ({"script": "train.py", "environment": TrainingEnvironment(conda_file="dependencies: [")}, r"not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"script": "trian.py"}, r"`script`='trian.py' does not exist .*Python files there: \['train.py'\]"),
+        ({"script": "../outside.py"}, r"lies outside `source_directory`"),
+        ({}, r"Give exactly one of `script`"),
+        ({"script": "train.py", "model_path": "outputs/m.pkl"}, r"`model_path` and `model_name` go together"),
+        ({"script": "train.py", "model_path": "model.pkl", "model_name": "m"}, r"must lie under ./outputs"),
+        ({"script": "train.py", "model_path": "outputs/m.pkl", "model_name": "My Model"}, r"Fix: use 'my-model'"),
+        ({"script": "train.py", "compute": "no-such-compute"}, r"'no-such-compute' names no saved DaskCompute"),
+        ({"script": "train.py", "environment": TrainingEnvironment(conda_file="dependencies: [")}, r"not valid YAML"),
+    ],
+)
 def test_bad_input_fails_before_anything_runs(source, kwargs, message):
     (source.parent / "outside.py").write_text("")
     state = train_job(source_directory=str(source), return_state=True, **kwargs)
@@ -121,20 +135,40 @@ def test_bad_input_fails_before_anything_runs(source, kwargs, message):
 
 
 def test_model_path_the_job_did_not_produce(source, compute, unique_name):
-    state = train_job(script="train.py", source_directory=str(source), compute=compute,
-                      model_path="outputs/missing.pkl", model_name=unique_name, return_state=True)
-    with pytest.raises(ModelRegistrationError, match=r"was not produced by the job \(it wrote: \['outputs/model.joblib'\]\)"):
+    state = train_job(
+        script="train.py",
+        source_directory=str(source),
+        compute=compute,
+        model_path="outputs/missing.pkl",
+        model_name=unique_name,
+        return_state=True,
+    )
+    with pytest.raises(
+        ModelRegistrationError, match=r"was not produced by the job \(it wrote: \['outputs/model.joblib'\]\)"
+    ):
         state.result()
     assert MlflowTracking().client().search_registered_models(filter_string=f"name = '{unique_name}'") == []
 
 
 def test_existing_version_is_never_overwritten(source, compute, unique_name):
-    taken = RegisteredModel(model_name=unique_name, version=1, framework="joblib", model_uri="models:/x/1",
-                            source_uri="runs:/old/outputs/model.joblib", tracking_uri="sqlite:///old.db",
-                            description="the original")
+    taken = RegisteredModel(
+        model_name=unique_name,
+        version=1,
+        framework="joblib",
+        model_uri="models:/x/1",
+        source_uri="runs:/old/outputs/model.joblib",
+        tracking_uri="sqlite:///old.db",
+        description="the original",
+    )
     taken.save(f"{unique_name}-v1")
-    state = train_job(script="train.py", source_directory=str(source), compute=compute,
-                      model_path="outputs/model.joblib", model_name=unique_name, return_state=True)
+    state = train_job(
+        script="train.py",
+        source_directory=str(source),
+        compute=compute,
+        model_path="outputs/model.joblib",
+        model_name=unique_name,
+        return_state=True,
+    )
     with pytest.raises(ModelRegistrationError, match=f"'{unique_name}-v1' already exists.*nothing was overwritten"):
         state.result()
     assert RegisteredModel.load(f"{unique_name}-v1").description == "the original"
@@ -145,14 +179,17 @@ def test_existing_version_is_never_overwritten(source, compute, unique_name):
 
 def test_missing_python_in_environment_fails_clearly(source, compute):
     env = TrainingEnvironment(pip_requirements=["six"], python_version="3.4")
-    state = train_job(script="train.py", source_directory=str(source), compute=compute, environment=env, return_state=True)
+    state = train_job(
+        script="train.py", source_directory=str(source), compute=compute, environment=env, return_state=True
+    )
     with pytest.raises(Exception, match=r"Python 3\.4 is asked for"):
         state.result()
 
 
 def test_autolog_and_later_metrics_share_the_job_run(tmp_path, compute):
     """autolog ends runs it resumed after fit(); the job's run must still get later metrics."""
-    (tmp_path / "auto.py").write_text(textwrap.dedent("""
+    (tmp_path / "auto.py").write_text(
+        textwrap.dedent("""
         import mlflow
         from sklearn.datasets import load_iris
         from sklearn.tree import DecisionTreeClassifier
@@ -160,10 +197,13 @@ def test_autolog_and_later_metrics_share_the_job_run(tmp_path, compute):
         X, y = load_iris(return_X_y=True)
         DecisionTreeClassifier(max_depth=2).fit(X, y)
         mlflow.log_metric("after_fit", 1.0)
-    """))
+    """)
+    )
     result = train_job(script="auto.py", source_directory=str(tmp_path), compute=compute)
     runs = mlflow_runs_of(result.flow_run_url.rsplit("/", 1)[-1])
-    experiment_runs = MlflowTracking().client().search_runs([result.experiment_id], filter_string="metrics.after_fit = 1")
+    experiment_runs = (
+        MlflowTracking().client().search_runs([result.experiment_id], filter_string="metrics.after_fit = 1")
+    )
     assert [r.info.run_id for r in runs] == [result.mlflow_run_id]
     assert [r.info.run_id for r in experiment_runs if "prefect.flow_run_id" not in r.data.tags] == []
     assert {"after_fit", "training_accuracy_score"} <= set(result.metrics)
@@ -180,7 +220,10 @@ def test_a_cached_environment_is_reused_without_a_build_task(tmp_path, prefect_c
     assert any(m.endswith("(user-managed) reused") for m in flow_run_logs(flow_run_id, "reused"))
     flow_filter = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
     deadline = time.monotonic() + 15
-    while not (names := [t.name for t in prefect_client.read_task_runs(flow_run_filter=flow_filter)]) and time.monotonic() < deadline:
+    while (
+        not (names := [t.name for t in prefect_client.read_task_runs(flow_run_filter=flow_filter)])
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.5)  # task runs reach the API as events, a little later
     assert names and not any(n.startswith("build-environment") for n in names), names
 
@@ -199,14 +242,16 @@ def slow_tracking_store(monkeypatch):
 
 def test_python_job_starts_before_its_run_exists_and_logs_into_it(tmp_path, slow_tracking_store):
     """The script's first line comes before the MLflow run exists; `import mlflow` then finds the run."""
-    (tmp_path / "early.py").write_text(textwrap.dedent("""
+    (tmp_path / "early.py").write_text(
+        textwrap.dedent("""
         import os
         run_file = os.environ["MLTRAIN_RUN_ID_FILE"]
         print("at start: run id set", "MLFLOW_RUN_ID" in os.environ, "run file there", os.path.exists(run_file), flush=True)
         import mlflow
         mlflow.log_metric("early", 1.0)
         print("after import: run", os.environ["MLFLOW_RUN_ID"], "experiment", os.environ["MLFLOW_EXPERIMENT_ID"], flush=True)
-    """))
+    """)
+    )
     result = train_job(script="early.py", source_directory=str(tmp_path), tags={"team": "speed"})
     logs = flow_run_logs(result.flow_run_url.rsplit("/", 1)[-1], "after import")
     assert "at start: run id set False run file there False" in logs
@@ -220,7 +265,9 @@ def test_python_job_starts_before_its_run_exists_and_logs_into_it(tmp_path, slow
 
 def test_shell_command_sees_mlflow_run_id_from_the_start(tmp_path):
     (tmp_path / "keep").write_text("")
-    result = train_job(command="echo run=$MLFLOW_RUN_ID experiment=$MLFLOW_EXPERIMENT_ID", source_directory=str(tmp_path))
+    result = train_job(
+        command="echo run=$MLFLOW_RUN_ID experiment=$MLFLOW_EXPERIMENT_ID", source_directory=str(tmp_path)
+    )
     logs = flow_run_logs(result.flow_run_url.rsplit("/", 1)[-1], "run=")
     assert f"run={result.mlflow_run_id} experiment={result.experiment_id}" in logs
 
@@ -228,8 +275,12 @@ def test_shell_command_sees_mlflow_run_id_from_the_start(tmp_path):
 def test_a_run_that_cannot_be_created_stops_the_started_job(tmp_path, slow_tracking_store):
     (tmp_path / "slow.py").write_text("import time; print('started', flush=True); time.sleep(60)")
     started = time.monotonic()
-    state = train_job(script="slow.py", source_directory=str(tmp_path), tracking=MlflowTracking(tracking_uri="nosuch://store"),
-                      return_state=True)
+    state = train_job(
+        script="slow.py",
+        source_directory=str(tmp_path),
+        tracking=MlflowTracking(tracking_uri="nosuch://store"),
+        return_state=True,
+    )
     with pytest.raises(Exception, match="nosuch"):
         state.result()
     assert time.monotonic() - started < 30  # killed, not left to sleep

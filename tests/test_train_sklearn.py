@@ -9,11 +9,20 @@ from tests.helpers import mlflow_runs_of
 
 
 def test_fit_logs_and_registers_versions(compute, unique_name):
-    first = train_sklearn(estimator="sklearn.ensemble.RandomForestClassifier",
-                          params={"n_estimators": 20, "max_depth": 3}, dataset="wine",
-                          model_name=unique_name, compute=compute)
-    second = train_sklearn(estimator="sklearn.ensemble.RandomForestClassifier",
-                           params={"n_estimators": 5}, dataset="wine", model_name=unique_name, compute=compute)
+    first = train_sklearn(
+        estimator="sklearn.ensemble.RandomForestClassifier",
+        params={"n_estimators": 20, "max_depth": 3},
+        dataset="wine",
+        model_name=unique_name,
+        compute=compute,
+    )
+    second = train_sklearn(
+        estimator="sklearn.ensemble.RandomForestClassifier",
+        params={"n_estimators": 5},
+        dataset="wine",
+        model_name=unique_name,
+        compute=compute,
+    )
     assert (first.model_block, second.model_block) == (f"{unique_name}-v1", f"{unique_name}-v2")
     assert first.metrics["accuracy"] > 0.8 and set(first.metrics) >= {"accuracy", "f1_macro", "log_loss"}
     run = MlflowTracking().client().get_run(first.mlflow_run_id)
@@ -36,19 +45,29 @@ def test_regressor_on_csv(tmp_path, compute):
     x = rng.normal(size=(200, 2))
     lines = ["a,b,target"] + [f"{a},{b},{3 * a - b}" for a, b in x]
     (tmp_path / "d.csv").write_text("\n".join(lines))
-    result = train_sklearn(estimator="sklearn.linear_model.LinearRegression", dataset=str(tmp_path / "d.csv"),
-                           target_column="target", compute=compute)
+    result = train_sklearn(
+        estimator="sklearn.linear_model.LinearRegression",
+        dataset=str(tmp_path / "d.csv"),
+        target_column="target",
+        compute=compute,
+    )
     assert result.metrics["r2"] > 0.99 and "rmse" in result.metrics
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"estimator": "sklearn.linear_model.LogisticRegresion"}, r"cannot be imported.*'sklearn.ensemble.RandomForestClassifier'"),
-    ({"params": {"C": 1, "n_estimators": 3}}, r"\['n_estimators'\], which LogisticRegression does not take"),
-    ({"dataset": "mnist"}, r"`dataset`='mnist' is neither a bundled dataset \['breast_cancer'"),
-    ({"dataset": "/nope/d.csv"}, r"does not exist"),
-    ({"test_size": 1.5}, r"`test_size` must lie in \(0, 1\), but got test_size=1.5"),
-    ({"model_name": "Iris_Model"}, r"Fix: use 'iris-model'"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            {"estimator": "sklearn.linear_model.LogisticRegresion"},
+            r"cannot be imported.*'sklearn.ensemble.RandomForestClassifier'",
+        ),
+        ({"params": {"C": 1, "n_estimators": 3}}, r"\['n_estimators'\], which LogisticRegression does not take"),
+        ({"dataset": "mnist"}, r"`dataset`='mnist' is neither a bundled dataset \['breast_cancer'"),
+        ({"dataset": "/nope/d.csv"}, r"does not exist"),
+        ({"test_size": 1.5}, r"`test_size` must lie in \(0, 1\), but got test_size=1.5"),
+        ({"model_name": "Iris_Model"}, r"Fix: use 'iris-model'"),
+    ],
+)
 def test_bad_input_is_refused_before_compute(kwargs, message):
     state = train_sklearn(return_state=True, **kwargs)
     with pytest.raises(ConfigurationError, match=message):

@@ -3,8 +3,8 @@
 Nothing here imports Optuna until a sampler or pruner is built.
 """
 
+from prefect_mltrain.compute.devices import GpuAllocator, cuda_env, devices_needed, visible_devices
 from prefect_mltrain.sweep.config import Limits, Objective
-from prefect_mltrain.sweep.gpu import GpuAllocator, cuda_env, devices_needed, visible_devices
 from prefect_mltrain.sweep.sampling import (
     BayesianSampling,
     GridSampling,

@@ -31,8 +31,10 @@ def objective_chart(rows: list[dict[str, Any]], metric: str, maximize: bool) -> 
     values = [r[metric] for r in ordered if r.get(metric) is not None]
     lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
     span = (hi - lo) or 1.0
-    lines = [f"| trial | state | {metric} | {'higher' if maximize else 'lower'} is better | best so far |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"| trial | state | {metric} | {'higher' if maximize else 'lower'} is better | best so far |",
+        "|---|---|---|---|---|",
+    ]
     best: float | None = None
     for r in ordered:
         v = r.get(metric)
@@ -40,8 +42,10 @@ def objective_chart(rows: list[dict[str, Any]], metric: str, maximize: bool) -> 
             best = v
         frac = 0.0 if v is None else ((v - lo) / span if maximize else (hi - v) / span)
         shown = "" if v is None else f"{v:.6g}"
-        lines.append(f"| {r['trial']} | {r['state']} | {shown} | {_bar(frac) if v is not None else ''} | "
-                     f"{'' if best is None else f'{best:.6g}'} |")
+        lines.append(
+            f"| {r['trial']} | {r['state']} | {shown} | {_bar(frac) if v is not None else ''} | "
+            f"{'' if best is None else f'{best:.6g}'} |"
+        )
     return "\n".join(lines)
 
 
@@ -51,8 +55,9 @@ def parallel_coordinates(rows: list[dict[str, Any]], params: list[str], metric: 
     Categorical parameters show their value. Reading down a column shows which region the
     best trials share.
     """
-    numeric = {p: [r[p] for r in rows if isinstance(r.get(p), (int, float)) and not isinstance(r.get(p), bool)]
-               for p in params}
+    numeric = {
+        p: [r[p] for r in rows if isinstance(r.get(p), (int, float)) and not isinstance(r.get(p), bool)] for p in params
+    }
     header = f"| {metric} | " + " | ".join(params) + " |"
     lines = [header, "|" + "---|" * (len(params) + 1)]
     for r in rows:
@@ -85,8 +90,10 @@ def _pngs(study: Any, directory: Path) -> list[Path]:
     made = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for filename, plot in (("objective_over_trials.png", oplt.plot_optimization_history),
-                               ("parallel_coordinates.png", oplt.plot_parallel_coordinate)):
+        for filename, plot in (
+            ("objective_over_trials.png", oplt.plot_optimization_history),
+            ("parallel_coordinates.png", oplt.plot_parallel_coordinate),
+        ):
             try:
                 ax = plot(study)
                 fig = ax.figure if hasattr(ax, "figure") else ax[0].figure
@@ -101,8 +108,16 @@ def _pngs(study: Any, directory: Path) -> list[Path]:
     return made
 
 
-def publish(name: str, study: Any, goal: Any, rows: list[dict[str, Any]], decisions: list[dict[str, Any]],
-            client: Any, parent_run_id: str, policy: Any) -> list[str]:
+def publish(
+    name: str,
+    study: Any,
+    goal: Any,
+    rows: list[dict[str, Any]],
+    decisions: list[dict[str, Any]],
+    client: Any,
+    parent_run_id: str,
+    policy: Any,
+) -> list[str]:
     """Create the sweep's chart artifacts and log the PNGs to the MLflow parent run.
 
     Returns:
@@ -116,18 +131,34 @@ def publish(name: str, study: Any, goal: Any, rows: list[dict[str, Any]], decisi
             client.log_artifact(parent_run_id, str(path), "charts")
             logged.append(f"charts/{path.name}")
     params = list((study.user_attrs.get("search_space") or {}).keys())
-    md = [f"## Sweep `{name}`: {goal.primary_metric} ({goal.goal})", "",
-          "### Objective over trials", "", objective_chart(rows, goal.primary_metric, goal.maximize), "",
-          "### Parallel coordinates (best first; bars scale each parameter to its range)", "",
-          parallel_coordinates(rows, params, goal.primary_metric), ""]
+    md = [
+        f"## Sweep `{name}`: {goal.primary_metric} ({goal.goal})",
+        "",
+        "### Objective over trials",
+        "",
+        objective_chart(rows, goal.primary_metric, goal.maximize),
+        "",
+        "### Parallel coordinates (best first; bars scale each parameter to its range)",
+        "",
+        parallel_coordinates(rows, params, goal.primary_metric),
+        "",
+    ]
     if logged:
-        md += ["### Figures", "", f"PNG figures in MLflow run `{parent_run_id}`: " +
-               ", ".join(f"`{p}`" for p in logged), ""]
-    create_markdown_artifact(key=f"{name}-charts", markdown="\n".join(md),
-                             description="Objective over trials and a parallel-coordinates view.")
+        md += [
+            "### Figures",
+            "",
+            f"PNG figures in MLflow run `{parent_run_id}`: " + ", ".join(f"`{p}`" for p in logged),
+            "",
+        ]
+    create_markdown_artifact(
+        key=f"{name}-charts",
+        markdown="\n".join(md),
+        description="Objective over trials and a parallel-coordinates view.",
+    )
     if policy is not None:
         create_table_artifact(
             key=f"{name}-early-termination",
             table=decisions or [{"trial": None, "reason": "no trial was stopped"}],
-            description=f"Every trial stopped by {policy.type} ({policy.to_dict()}), with the reason.")
+            description=f"Every trial stopped by {policy.type} ({policy.to_dict()}), with the reason.",
+        )
     return logged

@@ -82,8 +82,7 @@ class Limits:
             )
         for name in ("timeout_seconds", "trial_timeout_seconds"):
             v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0
-                                  or math.isinf(v)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or math.isinf(v)):
                 raise ConfigurationError(
                     f"`{name}` must be a positive number of seconds or None (no limit), but got {name}={v!r}."
                 )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from prefect_mltrain.errors import ConfigurationError
-from prefect_mltrain.sweep._optuna import import_optuna
+from prefect_mltrain.sweep.journal import import_optuna
 from prefect_mltrain.sweep.space import SearchSpace
 
 
@@ -76,7 +76,8 @@ class RandomSampling(SamplingAlgorithm):
                 names = sorted(space.distributions)
                 index = names.index(param_name) if param_name in names else len(names)
                 return optuna.samplers.RandomSampler(seed=_mix(seed, trial.number, index)).sample_independent(
-                    study, trial, param_name, dist)
+                    study, trial, param_name, dist
+                )
 
         return TrialSeededRandomSampler()
 
@@ -149,7 +150,9 @@ class SobolSampling(SamplingAlgorithm):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.QMCSampler(
-                qmc_type="sobol", scramble=True, seed=0 if self.seed is None else self.seed,
+                qmc_type="sobol",
+                scramble=True,
+                seed=0 if self.seed is None else self.seed,
                 warn_independent_sampling=False,
             )
 

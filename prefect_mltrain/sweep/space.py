@@ -43,16 +43,14 @@ _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]*$")
 
 
 def _optuna() -> Any:
-    from prefect_mltrain.sweep._optuna import import_optuna
+    from prefect_mltrain.sweep.journal import import_optuna
 
     return import_optuna()
 
 
 def _finite(name: str, value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigurationError(
-            f"{where}: `{name}` must be a finite number, but got {name}={value!r}."
-        )
+        raise ConfigurationError(f"{where}: `{name}` must be a finite number, but got {name}={value!r}.")
     return float(value)
 
 
@@ -254,9 +252,7 @@ class LogUniform(Uniform):
         return cls(min_value=math.log(low), max_value=math.log(high), **kwargs)
 
     def internal(self) -> BaseDistribution:
-        return _optuna().distributions.FloatDistribution(
-            math.exp(self.min_value), math.exp(self.max_value), log=True
-        )
+        return _optuna().distributions.FloatDistribution(math.exp(self.min_value), math.exp(self.max_value), log=True)
 
 
 @dataclass(eq=False, repr=False)
@@ -330,8 +326,7 @@ class QLogNormal(_Quantized, LogNormal):
 
 DISTRIBUTIONS: dict[str, type[Distribution]] = {
     cls.type: cls
-    for cls in (Choice, Randint, Uniform, QUniform, LogUniform, QLogUniform,
-                Normal, QNormal, LogNormal, QLogNormal)
+    for cls in (Choice, Randint, Uniform, QUniform, LogUniform, QLogUniform, Normal, QNormal, LogNormal, QLogNormal)
 }
 
 # Lowercase constructors, as written in Azure ML's Python SDK and YAML.
@@ -356,9 +351,7 @@ def distribution_from_dict(name: str, spec: Mapping[str, Any]) -> Distribution:
         )
     kind = spec.get("type")
     if kind not in DISTRIBUTIONS:
-        raise ConfigurationError(
-            f"{where}: unknown distribution type {kind!r}. Valid types: {sorted(DISTRIBUTIONS)}."
-        )
+        raise ConfigurationError(f"{where}: unknown distribution type {kind!r}. Valid types: {sorted(DISTRIBUTIONS)}.")
     cls = DISTRIBUTIONS[kind]
     args = {k: v for k, v in spec.items() if k != "type"}
     try:

@@ -28,14 +28,12 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 from prefect_mltrain.errors import ConfigurationError
-from prefect_mltrain.sweep._optuna import import_optuna
+from prefect_mltrain.sweep.journal import import_optuna
 
 
 def _check_int(policy: str, name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(
-            f"{policy}: `{name}` must be an integer >= {minimum}, but got {name}={value!r}."
-        )
+        raise ConfigurationError(f"{policy}: `{name}` must be an integer >= {minimum}, but got {name}={value!r}.")
 
 
 @dataclass
@@ -74,8 +72,14 @@ class _IntervalPolicy(TerminationPolicy):
         return step >= self.delay_evaluation and step % self.evaluation_interval == 0
 
     @abstractmethod
-    def decide(self, value: float, step: int, others: list[list[tuple[int, float]]], maximize: bool,
-               history: list[tuple[int, float]]) -> str | None:
+    def decide(
+        self,
+        value: float,
+        step: int,
+        others: list[list[tuple[int, float]]],
+        maximize: bool,
+        history: list[tuple[int, float]],
+    ) -> str | None:
         """The reason to stop, or None to continue.
 
         Args:
@@ -94,7 +98,8 @@ class _IntervalPolicy(TerminationPolicy):
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return None
         others = [
-            sorted(t.intermediate_values.items()) for t in study.get_trials(deepcopy=False)
+            sorted(t.intermediate_values.items())
+            for t in study.get_trials(deepcopy=False)
             if t.number != trial.number and t.intermediate_values
         ]
         maximize = study.direction.name == "MAXIMIZE"
@@ -145,8 +150,14 @@ class BanditPolicy(_IntervalPolicy):
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0):
                 raise ConfigurationError(f"bandit: `{name}` must be a number >= 0, but got {name}={v!r}.")
 
-    def decide(self, value: float, step: int, others: list[list[tuple[int, float]]], maximize: bool,
-               history: list[tuple[int, float]]) -> str | None:
+    def decide(
+        self,
+        value: float,
+        step: int,
+        others: list[list[tuple[int, float]]],
+        maximize: bool,
+        history: list[tuple[int, float]],
+    ) -> str | None:
         at_step = [v for o in others if (v := _at(o, step)) is not None]
         if not at_step:
             return None
@@ -159,8 +170,10 @@ class BanditPolicy(_IntervalPolicy):
             bound = best - amount if maximize else best + amount
             slack = f"slack_amount={self.slack_amount}"
         if (value < bound) if maximize else (value > bound):
-            return (f"bandit: value {value:.6g} at step {step} is outside {slack} of the best "
-                    f"value {best:.6g} (bound {bound:.6g}).")
+            return (
+                f"bandit: value {value:.6g} at step {step} is outside {slack} of the best "
+                f"value {best:.6g} (bound {bound:.6g})."
+            )
         return None
 
 
@@ -170,17 +183,24 @@ class MedianStoppingPolicy(_IntervalPolicy):
 
     type: ClassVar[str] = "median_stopping"
 
-    def decide(self, value: float, step: int, others: list[list[tuple[int, float]]], maximize: bool,
-               history: list[tuple[int, float]]) -> str | None:
-        averages = [statistics.fmean(v for s, v in o if s <= step) for o in others
-                    if any(s <= step for s, _ in o)]
+    def decide(
+        self,
+        value: float,
+        step: int,
+        others: list[list[tuple[int, float]]],
+        maximize: bool,
+        history: list[tuple[int, float]],
+    ) -> str | None:
+        averages = [statistics.fmean(v for s, v in o if s <= step) for o in others if any(s <= step for s, _ in o)]
         if not averages:
             return None
         median = statistics.median(averages)
         best = max(v for _, v in history) if maximize else min(v for _, v in history)
         if (best < median) if maximize else (best > median):
-            return (f"median_stopping: best value {best:.6g} up to step {step} is worse than the "
-                    f"median {median:.6g} of {len(averages)} other trials' running averages.")
+            return (
+                f"median_stopping: best value {best:.6g} up to step {step} is worse than the "
+                f"median {median:.6g} of {len(averages)} other trials' running averages."
+            )
         return None
 
 
@@ -200,8 +220,14 @@ class TruncationSelectionPolicy(_IntervalPolicy):
                 f"but got truncation_percentage={p!r}."
             )
 
-    def decide(self, value: float, step: int, others: list[list[tuple[int, float]]], maximize: bool,
-               history: list[tuple[int, float]]) -> str | None:
+    def decide(
+        self,
+        value: float,
+        step: int,
+        others: list[list[tuple[int, float]]],
+        maximize: bool,
+        history: list[tuple[int, float]],
+    ) -> str | None:
         at_step = [v for o in others if (v := _at(o, step)) is not None]
         values = [*at_step, value]
         cut = math.floor(len(values) * self.truncation_percentage / 100)
@@ -210,8 +236,10 @@ class TruncationSelectionPolicy(_IntervalPolicy):
         worse_than_me = sum(1 for v in at_step if (v < value if maximize else v > value))
         rank_from_bottom = worse_than_me  # 0 = worst
         if rank_from_bottom < cut:
-            return (f"truncation_selection: value {value:.6g} at step {step} is in the worst "
-                    f"{self.truncation_percentage}% of {len(values)} trials.")
+            return (
+                f"truncation_selection: value {value:.6g} at step {step} is in the worst "
+                f"{self.truncation_percentage}% of {len(values)} trials."
+            )
         return None
 
 
@@ -231,13 +259,16 @@ class AshaPolicy(TerminationPolicy):
 
     def pruner(self) -> Any:
         return import_optuna().pruners.SuccessiveHalvingPruner(
-            min_resource=self.min_resource, reduction_factor=self.reduction_factor,
+            min_resource=self.min_resource,
+            reduction_factor=self.reduction_factor,
             min_early_stopping_rate=self.min_early_stopping_rate,
         )
 
     def explain(self, study: Any, trial_number: int, step: int, value: float) -> str:
-        return (f"asha: value {value:.6g} at step {step} is not in the top 1/{self.reduction_factor} "
-                f"of the trials at its rung.")
+        return (
+            f"asha: value {value:.6g} at step {step} is not in the top 1/{self.reduction_factor} "
+            f"of the trials at its rung."
+        )
 
 
 @dataclass
@@ -251,24 +282,31 @@ class HyperbandPolicy(TerminationPolicy):
 
     def check(self) -> None:
         _check_int(self.type, "min_resource", self.min_resource, 1)
-        _check_int(self.type, "max_resource", self.max_resource, self.min_resource + 1
-                   if isinstance(self.min_resource, int) else 2)
+        _check_int(
+            self.type,
+            "max_resource",
+            self.max_resource,
+            self.min_resource + 1 if isinstance(self.min_resource, int) else 2,
+        )
         _check_int(self.type, "reduction_factor", self.reduction_factor, 2)
 
     def pruner(self) -> Any:
         return import_optuna().pruners.HyperbandPruner(
-            min_resource=self.min_resource, max_resource=self.max_resource,
+            min_resource=self.min_resource,
+            max_resource=self.max_resource,
             reduction_factor=self.reduction_factor,
         )
 
     def explain(self, study: Any, trial_number: int, step: int, value: float) -> str:
-        return (f"hyperband: value {value:.6g} at step {step} is not in the top "
-                f"1/{self.reduction_factor} of its bracket's rung.")
+        return (
+            f"hyperband: value {value:.6g} at step {step} is not in the top "
+            f"1/{self.reduction_factor} of its bracket's rung."
+        )
 
 
 POLICIES: dict[str, type[TerminationPolicy]] = {
-    cls.type: cls for cls in (BanditPolicy, MedianStoppingPolicy, TruncationSelectionPolicy,
-                              AshaPolicy, HyperbandPolicy)
+    cls.type: cls
+    for cls in (BanditPolicy, MedianStoppingPolicy, TruncationSelectionPolicy, AshaPolicy, HyperbandPolicy)
 }
 
 
@@ -290,9 +328,7 @@ def termination_policy(value: TerminationPolicy | Mapping[str, Any] | None) -> T
         )
     kind = value.get("type")
     if kind not in POLICIES:
-        raise ConfigurationError(
-            f"`early_termination`: unknown policy type {kind!r}. Valid types: {sorted(POLICIES)}."
-        )
+        raise ConfigurationError(f"`early_termination`: unknown policy type {kind!r}. Valid types: {sorted(POLICIES)}.")
     cls = POLICIES[kind]
     args = {k: v for k, v in value.items() if k != "type"}
     try:

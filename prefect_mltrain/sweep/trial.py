@@ -23,13 +23,13 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from prefect_mltrain.errors import ConfigurationError, JobFailedError
-from prefect_mltrain.imports import import_from_path
 from prefect_mltrain.sweep.space import SearchSpace
+from prefect_mltrain.system.imports import import_from_path
 
 
 class TrialStopped(Exception):
@@ -74,8 +74,11 @@ class TrialContext:
             TrialStopped: The policy (or the sweep's timeout) stopped the trial. Let it
                 propagate: the trial then ends in the `Pruned` state with the reason.
         """
-        values = {self.primary_metric: float(metrics)} if isinstance(metrics, (int, float)) else {
-            str(k): float(v) for k, v in metrics.items()}
+        values = (
+            {self.primary_metric: float(metrics)}
+            if isinstance(metrics, (int, float))
+            else {str(k): float(v) for k, v in metrics.items()}
+        )
         self._step = int(step) if step is not None else self._step + 1
         self.reported.update(values)
         if self._on_report is not None:
@@ -92,6 +95,14 @@ class TrialSpec(ABC):
 
     def check(self, space: SearchSpace) -> None:
         """Raise `ConfigurationError` when the trial cannot use `space` (before compute starts)."""
+
+    def with_blocks(self, resolve: Callable[[str, Any], Any]) -> TrialSpec:
+        """This trial with every saved-block reference loaded: `resolve(field, value)` loads one.
+
+        The sweep flow calls it before `check`, so trials on the workers hold the blocks
+        themselves and this package's concept layers never load blocks.
+        """
+        return self
 
     @abstractmethod
     def run(self, params: dict[str, Any], context: TrialContext) -> Mapping[str, float]:
@@ -124,8 +135,11 @@ class FunctionTrial(TrialSpec):
         if not callable(fn):
             raise ConfigurationError(f"`trial` must be callable, but got {self.fn!r}.")
         try:
-            positional = [p for p in inspect.signature(fn).parameters.values()
-                          if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)]
+            positional = [
+                p
+                for p in inspect.signature(fn).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+            ]
         except (TypeError, ValueError):
             return
         if not positional:
@@ -137,8 +151,16 @@ class FunctionTrial(TrialSpec):
     def run(self, params: dict[str, Any], context: TrialContext) -> Mapping[str, float]:
         fn = self._callable()
         try:
-            takes_context = len([p for p in inspect.signature(fn).parameters.values()
-                                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) >= 2
+            takes_context = (
+                len(
+                    [
+                        p
+                        for p in inspect.signature(fn).parameters.values()
+                        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                    ]
+                )
+                >= 2
+            )
         except (TypeError, ValueError):
             takes_context = False
         out = fn(params, context) if takes_context else fn(params)
@@ -177,7 +199,7 @@ class SklearnTrial(TrialSpec):
         return "model" if self.log_model else None
 
     def check(self, space: SearchSpace) -> None:
-        from prefect_mltrain.tasks.sklearn import BUNDLED_DATASETS, load_dataset, make_estimator
+        from prefect_mltrain.estimators.sklearn import BUNDLED_DATASETS, load_dataset, make_estimator
 
         model = make_estimator(self.estimator, self.params)
         unknown = sorted(set(space) - set(model.get_params()))
@@ -195,13 +217,14 @@ class SklearnTrial(TrialSpec):
         from sklearn.base import is_classifier
         from sklearn.model_selection import train_test_split
 
-        from prefect_mltrain.tasks.sklearn import load_dataset, make_estimator, score
+        from prefect_mltrain.estimators.sklearn import load_dataset, make_estimator, score
 
         data = load_dataset(self.dataset, self.target_column)
         model = make_estimator(self.estimator, {**self.params, **params})
         stratify = data.y if is_classifier(model) else None
         X_train, X_test, y_train, y_test = train_test_split(
-            data.X, data.y, test_size=self.test_size, random_state=self.random_state, stratify=stratify)
+            data.X, data.y, test_size=self.test_size, random_state=self.random_state, stratify=stratify
+        )
         started = time.perf_counter()
         model.fit(X_train, y_train)
         metrics = {**score(model, X_test, y_test), "fit_seconds": time.perf_counter() - started}
@@ -264,13 +287,16 @@ class CommandTrial(TrialSpec):
     def _texts(self) -> list[str]:
         return [t for t in [self.command, self.script, *map(str, self.arguments)] if t]
 
-    def _environment(self) -> Any:
-        from prefect_mltrain.blocks._load import resolve_block
-        from prefect_mltrain.blocks.environment import TrainingEnvironment
+    def with_blocks(self, resolve: Callable[[str, Any], Any]) -> CommandTrial:
+        return replace(self, environment=resolve("environment", self.environment))
 
-        if isinstance(self.environment, Mapping):
-            return TrainingEnvironment(**self.environment)
-        return resolve_block(self.environment, TrainingEnvironment, "trial.environment")
+    def _environment(self) -> Any:
+        if not hasattr(self.environment, "spec"):
+            raise ConfigurationError(
+                f"CommandTrial.environment={self.environment!r} has not been loaded as a TrainingEnvironment. "
+                f"Fix: run the trial through the `sweep` flow, or call `trial.with_blocks(...)` first."
+            )
+        return self.environment
 
     def check(self, space: SearchSpace) -> None:
         if (self.command is None) == (self.script is None):
@@ -315,27 +341,35 @@ class CommandTrial(TrialSpec):
     def run(self, params: dict[str, Any], context: TrialContext) -> Mapping[str, float]:
         from mlflow import MlflowClient
 
-        from prefect_mltrain.launch import prepare_process
-        from prefect_mltrain.process import stream_process
+        from prefect_mltrain.environments.build import build
+        from prefect_mltrain.jobs.launch import prepare_process
+        from prefect_mltrain.jobs.snapshot import snapshot_source
         from prefect_mltrain.settings import MltrainSettings
-        from prefect_mltrain.tasks.environment import build
-        from prefect_mltrain.tasks.snapshot import snapshot_source
+        from prefect_mltrain.system.process import stream_process
 
         logger = _trial_logger()
         settings = MltrainSettings()
         environment = self._environment()
         built = build(environment)
-        workdir = Path(snapshot_source(Path(self.source_directory).expanduser().resolve(),
-                                       settings.runs_dir / "trials" / (context.mlflow_run_id or uuid.uuid4().hex),
-                                       settings.snapshot_max_mb).path)
+        workdir = Path(
+            snapshot_source(
+                Path(self.source_directory).expanduser().resolve(),
+                settings.runs_dir / "trials" / (context.mlflow_run_id or uuid.uuid4().hex),
+                settings.snapshot_max_mb,
+            ).path
+        )
         (workdir / "outputs").mkdir(exist_ok=True)
         client = MlflowClient(tracking_uri=context.mlflow_env.get("MLFLOW_TRACKING_URI"))
         run_id = context.mlflow_run_id or ""
         artifacts = client.get_run(run_id).info.artifact_uri if run_id else None
         launch = prepare_process(
-            self.argv(params, built.python), built, str(workdir),
+            self.argv(params, built.python),
+            built,
+            str(workdir),
             {**environment.job_environment(), **self.environment_variables, **context.mlflow_env},
-            artifact_uri=artifacts, gpu_ids=context.gpu_ids)
+            artifact_uri=artifacts,
+            gpu_ids=context.gpu_ids,
+        )
         seen = 0
         next_poll = 0.0
 
@@ -362,7 +396,9 @@ class CommandTrial(TrialSpec):
         if result.exit_code != 0:
             raise JobFailedError(
                 f"The trial's command exited with code {result.exit_code}. Last output:\n{result.output_tail}",
-                exit_code=result.exit_code, stderr_tail=result.stderr_tail)
+                exit_code=result.exit_code,
+                stderr_tail=result.stderr_tail,
+            )
         if not run_id:
             return dict(context.reported)
         next_poll = 0.0
@@ -386,8 +422,16 @@ def _trial_logger() -> Any:
 
 
 # TrainConfig fields a search space may tune for a PyTorch trial.
-PYTORCH_TUNABLE = ("batch_size", "epochs", "image_size", "learning_rate", "model", "patience", "random_seed",
-                   "warmup_steps")
+PYTORCH_TUNABLE = (
+    "batch_size",
+    "epochs",
+    "image_size",
+    "learning_rate",
+    "model",
+    "patience",
+    "random_seed",
+    "warmup_steps",
+)
 
 
 @dataclass
@@ -408,28 +452,31 @@ class PytorchTrial(TrialSpec):
     framework: str = "torchvision"
 
     def check(self, space: SearchSpace) -> None:
-        from prefect_mltrain.tasks.pytorch_data import check_architecture, check_same_classes, scan_image_directory
+        from prefect_mltrain.pytorch.data import check_architecture, check_same_classes, scan_image_directory
 
         unknown = sorted((set(space) | set(self.fixed)) - set(PYTORCH_TUNABLE))
         if unknown:
-            raise ConfigurationError(
-                f"A PyTorch trial cannot tune or fix {unknown}; valid: {list(PYTORCH_TUNABLE)}."
-            )
+            raise ConfigurationError(f"A PyTorch trial cannot tune or fix {unknown}; valid: {list(PYTORCH_TUNABLE)}.")
         check_architecture(self.fixed.get("model", self.model))
-        check_same_classes(scan_image_directory(self.training_data, "training_data"),
-                           scan_image_directory(self.validation_data, "validation_data"))
+        check_same_classes(
+            scan_image_directory(self.training_data, "training_data"),
+            scan_image_directory(self.validation_data, "validation_data"),
+        )
 
     def run(self, params: dict[str, Any], context: TrialContext) -> Mapping[str, float]:
-        from prefect_mltrain.tasks.pytorch_data import scan_image_directory
-        from prefect_mltrain.tasks.pytorch_train import TrainConfig, train_process
+        from prefect_mltrain.pytorch.data import scan_image_directory
+        from prefect_mltrain.pytorch.train import TrainConfig, train_process
 
         train_dir = scan_image_directory(self.training_data, "training_data")
         valid_dir = scan_image_directory(self.validation_data, "validation_data")
         settings = {"model": self.model, **self.fixed, **params}
         with tempfile.TemporaryDirectory(prefix=f"trial-{context.number}-") as checkpoints:
             config = TrainConfig(
-                training_data=train_dir.path, validation_data=valid_dir.path, classes=train_dir.classes,
-                checkpoint_dir=checkpoints, tracking_uri=context.mlflow_env.get("MLFLOW_TRACKING_URI"),
+                training_data=train_dir.path,
+                validation_data=valid_dir.path,
+                classes=train_dir.classes,
+                checkpoint_dir=checkpoints,
+                tracking_uri=context.mlflow_env.get("MLFLOW_TRACKING_URI"),
                 **settings,
             )
 

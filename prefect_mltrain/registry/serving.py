@@ -10,12 +10,14 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from prefect_mltrain.errors import ConfigurationError
 from prefect_mltrain.settings import MltrainSettings
-from prefect_mltrain.stack import free_port, stop_pid
+from prefect_mltrain.system.net import free_port
+from prefect_mltrain.system.process import stop_pid
 
 # Frameworks MLflow serves as they are registered; single files are wrapped first.
 _SERVABLE = ("sklearn", "pyfunc", "pytorch")
@@ -56,24 +58,21 @@ def _mlflow_model_path(entry) -> str:  # type: ignore[no-untyped-def]
     return str(target)
 
 
-def serve(name: str, version: int | None = None, port: int | None = None, host: str = "127.0.0.1",
-          timeout: float = 120.0) -> ModelServer:
-    """Start a scoring server for version `version` (newest when None) of model `name`.
+def serve(entry: Any, port: int | None = None, host: str = "127.0.0.1", timeout: float = 120.0) -> ModelServer:
+    """Start a scoring server for the registered model version `entry` (a `RegisteredModel`).
 
     The server runs in the background and outlives the caller; stop it with `stop(name)`.
 
     Raises:
         ConfigurationError: The model is not servable, or the server did not come up (log tail).
     """
-    from prefect_mltrain.blocks import RegisteredModel
-
+    name = entry.model_name
     running = status(name)
     if running is not None:
         raise ConfigurationError(
             f"Model {name!r} is already served at {running.url} (pid {running.pid}). Fix: "
             f"`prefect-mltrain model stop {name}` first, or use that server."
         )
-    entry = RegisteredModel.version_of(name, version)
     model = _mlflow_model_path(entry)
     port = port or free_port()
     log_path = _state_path(name).with_suffix(".log")
@@ -88,7 +87,11 @@ def serve(name: str, version: int | None = None, port: int | None = None, host: 
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [mlflow_exe, "models", "serve", "-m", model, "-p", str(port), "-h", host, "--env-manager", "local"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     url = f"http://{host}:{port}"
     deadline = time.monotonic() + timeout

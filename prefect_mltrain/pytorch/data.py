@@ -30,10 +30,20 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Architectures checked to build with `torchvision.models.get_model(name, num_classes=...)`.
 ARCHITECTURES = (
-    "densenet121", "densenet161", "densenet169", "densenet201",
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-    "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d",
-    "wide_resnet50_2", "wide_resnet101_2",
+    "densenet121",
+    "densenet161",
+    "densenet169",
+    "densenet201",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+    "wide_resnet50_2",
+    "wide_resnet101_2",
 )
 
 
@@ -158,8 +168,9 @@ def check_initial_weights(path: str | None) -> str | None:
     return str(target.resolve())
 
 
-def image_transform(image_size: int, train: bool, mean: tuple[float, ...] = IMAGENET_MEAN,
-                    std: tuple[float, ...] = IMAGENET_STD) -> Any:
+def image_transform(
+    image_size: int, train: bool, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+) -> Any:
     """The preprocessing of the trainer: resize to a square, flip when training, normalise."""
     from torchvision import transforms
 
@@ -177,7 +188,5 @@ def image_folder(path: str, classes: tuple[str, ...], image_size: int, train: bo
     dataset = ImageFolder(path, transform=image_transform(image_size, train))
     if tuple(dataset.classes) != tuple(classes):
         # Checked in the flow already; the directory changed since.
-        raise InvalidDatasetError(
-            f"Image directory {path!r} now has classes {dataset.classes}, not {list(classes)}."
-        )
+        raise InvalidDatasetError(f"Image directory {path!r} now has classes {dataset.classes}, not {list(classes)}.")
     return dataset

@@ -43,8 +43,7 @@ def docker_client() -> DockerClient:
         client.ping()
     except DockerException as exc:
         raise DockerUnavailableError(
-            f"This environment needs a Docker engine, but none answers at {where} "
-            f"({_first_line(exc)}). {START_HINT}"
+            f"This environment needs a Docker engine, but none answers at {where} ({_first_line(exc)}). {START_HINT}"
         ) from None
     return client
 
@@ -101,7 +100,9 @@ def login(client: DockerClient, registry_url: str, username: str | None, passwor
         ) from None
 
 
-def image_id(client: DockerClient, name: str, auth_config: dict[str, str] | None = None, secrets: Iterable[str | None] = ()) -> str:
+def image_id(
+    client: DockerClient, name: str, auth_config: dict[str, str] | None = None, secrets: Iterable[str | None] = ()
+) -> str:
     """The id (`sha256:...`) of image `name`, pulling it when it is not local.
 
     Raises:
@@ -163,7 +164,8 @@ def context_digest(context: Path, dockerfile_name: str | None = None) -> str:
     patterns: list[str] = []
     if ignore_file.is_file():
         patterns = [
-            line.strip().lstrip("/") for line in ignore_file.read_text().splitlines()
+            line.strip().lstrip("/")
+            for line in ignore_file.read_text().splitlines()
             if line.strip() and not line.strip().startswith("#")
         ]
     try:

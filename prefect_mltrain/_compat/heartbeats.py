@@ -55,8 +55,7 @@ def send_heartbeats(engine: Any, join_on_exit: bool = True) -> Iterator[None]:
             stop.wait(seconds)
 
     # The thread sees the caller's settings context (PREFECT_API_URL), as in Prefect's own.
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(beat,), daemon=True,
-                              name=THREAD_NAME)
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(beat,), daemon=True, name=THREAD_NAME)
     thread.start()
     try:
         yield
@@ -80,8 +79,11 @@ def install() -> bool:
     if current is send_heartbeats:
         return True
     engine = getattr(flow_engine, "BaseFlowRunEngine", None)
-    if (current is None or not prefect.__version__.startswith(_PREFECT_SERIES)
-            or not all(hasattr(engine, a) for a in ("_build_heartbeat_event_template", "_emit_flow_run_heartbeat"))):
+    if (
+        current is None
+        or not prefect.__version__.startswith(_PREFECT_SERIES)
+        or not all(hasattr(engine, a) for a in ("_build_heartbeat_event_template", "_emit_flow_run_heartbeat"))
+    ):
         return False
     _original = current
     flow_engine._send_heartbeats = send_heartbeats

@@ -12,17 +12,19 @@ import shlex
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prefect_mltrain.blocks.environment import TrainingEnvironment
-from prefect_mltrain.docker_engine import (
+from prefect_mltrain.errors import EnvironmentBuildError
+from prefect_mltrain.system.docker_engine import (
     docker_client,
     login,
     redact,
     registry_auth,
     registry_host,
 )
-from prefect_mltrain.errors import EnvironmentBuildError
+
+if TYPE_CHECKING:
+    from prefect_mltrain.blocks.environment import TrainingEnvironment
 
 IMAGE_REPOSITORY = "prefect-mltrain-env"
 HASH_LABEL = "org.prefect-mltrain.content-hash"
@@ -69,7 +71,8 @@ def packages_dockerfile(spec: dict[str, Any], requirements: list[str], has_ca: b
     if spec.get("python_version"):
         want = spec["python_version"]
         lines.append(
-            "RUN python3 -c " + shlex.quote(
+            "RUN python3 -c "
+            + shlex.quote(
                 "import sys; v='%d.%d.%d' % sys.version_info[:3]; "
                 f"ok = v == {want!r} or v.startswith({want + '.'!r}); "
                 f"print('python_version={want} is asked for, but the base image has Python ' + v "
@@ -180,7 +183,11 @@ def build_image(environment: TrainingEnvironment, spec: dict[str, Any], digest: 
     Raises:
         EnvironmentBuildError: The build or push failed; nothing was tagged.
     """
-    from prefect_mltrain.tasks.environment import BuiltEnvironment, _exclusive, _pip_plan
+    from prefect_mltrain.environments.build import (
+        BuiltEnvironment,
+        _exclusive,
+        _pip_plan,
+    )
 
     client = docker_client()
     if spec["kind"] == "docker" and not spec["pip_requirements"] and not spec.get("conda"):
@@ -224,7 +231,12 @@ def build_image(environment: TrainingEnvironment, spec: dict[str, Any], digest: 
                     path = Path(scratch) / "Dockerfile.mltrain"
                     path.write_text(text)
                 image_id = _run_build(
-                    client, log, [password], path=str(context or scratch), dockerfile=str(path), labels=labels,
+                    client,
+                    log,
+                    [password],
+                    path=str(context or scratch),
+                    dockerfile=str(path),
+                    labels=labels,
                 )
         image = client.images.get(image_id)
         try:

@@ -18,9 +18,11 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prefect_mltrain.blocks.tracking import MlflowTracking
+if TYPE_CHECKING:
+    from prefect_mltrain.blocks.tracking import MlflowTracking
+
 
 # Read by prefect_mltrain/bootstrap/sitecustomize.py, which cannot import this package.
 RUN_ID_FILE_VARIABLE = "MLTRAIN_RUN_ID_FILE"
@@ -94,8 +96,14 @@ class PendingRun:
         stop_file: The file whose appearance kills the job's processes.
     """
 
-    def __init__(self, tracker: MlflowTracking, experiment_name: str | None, run_name: str | None,
-                 run_file: Path, stop_file: Path) -> None:
+    def __init__(
+        self,
+        tracker: MlflowTracking,
+        experiment_name: str | None,
+        run_name: str | None,
+        run_file: Path,
+        stop_file: Path,
+    ) -> None:
         self.tracker = tracker
         self.run_file = run_file
         self.experiment_id: Future[str] = Future()
@@ -172,5 +180,7 @@ class PendingRun:
             run_id = self.run_id.result()
         except (CancelledError, Exception):
             return  # no run, or the thread already ended it FAILED
-        status = "FINISHED" if kind is None else "KILLED" if issubclass(kind, (KeyboardInterrupt, SystemExit)) else "FAILED"
+        status = (
+            "FINISHED" if kind is None else "KILLED" if issubclass(kind, (KeyboardInterrupt, SystemExit)) else "FAILED"
+        )
         self.tracker.client().set_terminated(run_id, status=status)

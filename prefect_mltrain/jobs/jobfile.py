@@ -16,9 +16,26 @@ from prefect_mltrain.errors import ConfigurationError
 
 JOB_TYPES = ("command", "sweep")
 _COMMAND_KEYS = {
-    "$schema", "type", "code", "command", "inputs", "outputs", "environment", "compute",
-    "distribution", "resources", "experiment_name", "display_name", "name", "description",
-    "tags", "environment_variables", "limits", "services", "identity", "queue_settings",
+    "$schema",
+    "type",
+    "code",
+    "command",
+    "inputs",
+    "outputs",
+    "environment",
+    "compute",
+    "distribution",
+    "resources",
+    "experiment_name",
+    "display_name",
+    "name",
+    "description",
+    "tags",
+    "environment_variables",
+    "limits",
+    "services",
+    "identity",
+    "queue_settings",
 }
 _SWEEP_KEYS = _COMMAND_KEYS | {"trial", "sampling_algorithm", "search_space", "objective", "early_termination"}
 _PLACEHOLDER = re.compile(r"\$\{\{\s*(inputs|outputs|search_space)\.([A-Za-z0-9_]+)\s*\}\}")
@@ -118,7 +135,9 @@ def load_job_file(path: str | Path, overrides: list[str] | None = None) -> JobFi
         raise _fail(path, "`trial:` must be a mapping with `command:`, `code:` and `environment:`.")
     command = body.get("command") or doc.get("command")
     if not command:
-        raise _fail(path, "the required key `command` is missing" + (" under `trial:`" if job_type == "sweep" else "") + ".")
+        raise _fail(
+            path, "the required key `command` is missing" + (" under `trial:`" if job_type == "sweep" else "") + "."
+        )
     base = path.parent
     code = (base / str(body.get("code", doc.get("code", ".")))).resolve()
     if not code.is_dir():
@@ -129,8 +148,11 @@ def load_job_file(path: str | Path, overrides: list[str] | None = None) -> JobFi
     for kind, name in _PLACEHOLDER.findall(str(command)):
         known = {"inputs": inputs, "outputs": outputs, "search_space": search_space}[kind]
         if name not in known:
-            raise _fail(path, f"`${{{{{kind}.{name}}}}}` in `command` names no entry of `{kind}:` "
-                              f"(defined: {sorted(known) or 'none'}).")
+            raise _fail(
+                path,
+                f"`${{{{{kind}.{name}}}}}` in `command` names no entry of `{kind}:` "
+                f"(defined: {sorted(known) or 'none'}).",
+            )
     environment = _environment(body.get("environment", doc.get("environment")), base, path)
     environment.setdefault("environment_variables", {}).update(doc.get("environment_variables") or {})
     compute = doc.get("compute")
@@ -145,12 +167,24 @@ def load_job_file(path: str | Path, overrides: list[str] | None = None) -> JobFi
     if instance_count < 1:
         raise _fail(path, f"`resources.instance_count` must be >= 1, but got {instance_count}.")
     return JobFile(
-        type=job_type, path=path, command=str(command), code=code, inputs=inputs, outputs=outputs,
-        environment=environment, compute=compute, distribution=distribution, instance_count=instance_count,
-        experiment_name=doc.get("experiment_name"), display_name=doc.get("display_name"),
+        type=job_type,
+        path=path,
+        command=str(command),
+        code=code,
+        inputs=inputs,
+        outputs=outputs,
+        environment=environment,
+        compute=compute,
+        distribution=distribution,
+        instance_count=instance_count,
+        experiment_name=doc.get("experiment_name"),
+        display_name=doc.get("display_name"),
         tags={str(k): str(v) for k, v in (doc.get("tags") or {}).items()},
-        sweep={k: doc.get(k) for k in ("sampling_algorithm", "search_space", "objective", "limits", "early_termination")}
-        if job_type == "sweep" else None,
+        sweep={
+            k: doc.get(k) for k in ("sampling_algorithm", "search_space", "objective", "limits", "early_termination")
+        }
+        if job_type == "sweep"
+        else None,
     )
 
 
@@ -164,8 +198,11 @@ def _job_input(name: str, spec: Any, base: Path, path: Path) -> JobInput:
         return JobInput(name, value=spec.get("default", spec.get("value")))
     raw = str(spec.get("path", ""))
     if raw.startswith(("azureml:", "azureml://", "wasbs://", "abfss://", "https://", "http://")):
-        raise _fail(path, f"input {name!r} points at {raw!r}, a remote or registered Azure asset that cannot "
-                          f"be read here. Fix: download it and give a local `path:`.")
+        raise _fail(
+            path,
+            f"input {name!r} points at {raw!r}, a remote or registered Azure asset that cannot "
+            f"be read here. Fix: download it and give a local `path:`.",
+        )
     local = (base / raw.removeprefix("file://")).resolve()
     if not local.exists():
         raise _fail(path, f"input {name!r}: `path: {raw}` does not exist ('{local}').")
@@ -182,9 +219,12 @@ def _environment(spec: Any, base: Path, path: Path) -> dict[str, Any]:
     if spec is None:
         return {}
     if isinstance(spec, str):
-        raise _fail(path, f"`environment: {spec}` names a registered Azure ML environment, which cannot be "
-                          f"used here. Fix: describe it inline (image, conda_file or build) or use the name of a "
-                          f"saved TrainingEnvironment block under `environment: {{block: <name>}}`.")
+        raise _fail(
+            path,
+            f"`environment: {spec}` names a registered Azure ML environment, which cannot be "
+            f"used here. Fix: describe it inline (image, conda_file or build) or use the name of a "
+            f"saved TrainingEnvironment block under `environment: {{block: <name>}}`.",
+        )
     if not isinstance(spec, dict):
         raise _fail(path, "`environment:` must be a mapping.")
     fields: dict[str, Any] = {"environment_variables": dict(spec.get("environment_variables") or {})}
@@ -207,8 +247,9 @@ def _environment(spec: Any, base: Path, path: Path) -> dict[str, Any]:
     return fields
 
 
-def render_command(job: JobFile, input_paths: dict[str, str], output_paths: dict[str, str],
-                   search_space: dict[str, Any] | None = None) -> str:
+def render_command(
+    job: JobFile, input_paths: dict[str, str], output_paths: dict[str, str], search_space: dict[str, Any] | None = None
+) -> str:
     """Substitute `${{inputs.x}}`, `${{outputs.x}}` and `${{search_space.x}}` in the command.
 
     Without `search_space`, its placeholders are left for each sweep trial to fill in.
@@ -218,6 +259,7 @@ def render_command(job: JobFile, input_paths: dict[str, str], output_paths: dict
     >>> render_command(job, {}, {"m": "outputs/m"})
     'python t.py --lr 0.1 --out outputs/m'
     """
+
     def value(match: re.Match[str]) -> str:
         kind, name = match.group(1), match.group(2)
         if kind == "outputs":

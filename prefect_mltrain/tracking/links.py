@@ -48,11 +48,14 @@ def publish_run_links(
 ) -> None:
     """Attach a link to the MLflow run and a summary table to the current Prefect flow run."""
     create_link_artifact(
-        key=key, link=run_url, link_text=f"MLflow run {run_id}",
+        key=key,
+        link=run_url,
+        link_text=f"MLflow run {run_id}",
         description=f"Serve the MLflow UI with `{ui_command}` if it is not running.",
     )
     rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items())
     create_markdown_artifact(
-        key=f"{key}-summary", markdown=f"| | |\n|---|---|\n{rows}\n",
+        key=f"{key}-summary",
+        markdown=f"| | |\n|---|---|\n{rows}\n",
         description="Where this run's results are.",
     )

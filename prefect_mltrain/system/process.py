@@ -96,7 +96,11 @@ def stream_process(
                 _kill_group(proc)
             else:
                 try:
-                    proc.wait(timeout=0.5 if should_stop else (None if deadline is None else max(0.0, deadline - time.monotonic())))
+                    proc.wait(
+                        timeout=0.5
+                        if should_stop
+                        else (None if deadline is None else max(0.0, deadline - time.monotonic()))
+                    )
                 except subprocess.TimeoutExpired:
                     pass
     except BaseException:
@@ -121,3 +125,22 @@ def _kill_group(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
     except ProcessLookupError:
         pass
     proc.wait()
+
+
+def stop_pid(pid: int, timeout: float = 10.0) -> None:
+    """Stop a process group (a server or job started in its own session): SIGTERM, then SIGKILL."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -6,9 +6,14 @@ Pure logic: what `torchrun` / `mpirun` would set for each process, and which Das
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
-from prefect_mltrain.errors import ComputeError, ConfigurationError
+from prefect_mltrain.errors import (
+    ComputeError,
+    ConfigurationError,
+    DistributedTrainingError,
+)
 
 DISTRIBUTION_TYPES = ("pytorch", "mpi")
 
@@ -37,9 +42,7 @@ def check_distribution(distribution: dict | None, instance_count: int) -> tuple[
         return ("single", 1) if instance_count == 1 else ("pytorch", 1)
     kind = distribution.get("type")
     if kind not in DISTRIBUTION_TYPES:
-        raise ConfigurationError(
-            f"`distribution.type` must be one of {list(DISTRIBUTION_TYPES)}, but got {kind!r}."
-        )
+        raise ConfigurationError(f"`distribution.type` must be one of {list(DISTRIBUTION_TYPES)}, but got {kind!r}.")
     per_instance = distribution.get("process_count_per_instance", 1)
     if not isinstance(per_instance, int) or per_instance < 1:
         raise ConfigurationError(
@@ -81,8 +84,9 @@ def place(workers: dict[str, int], instance_count: int, per_instance: int) -> li
     ]
 
 
-def launcher_environment(slot: Slot, world_size: int, per_instance: int, master_addr: str,
-                         master_port: int, kind: str) -> dict[str, str]:
+def launcher_environment(
+    slot: Slot, world_size: int, per_instance: int, master_addr: str, master_port: int, kind: str
+) -> dict[str, str]:
     """The variables torchrun (and, for `mpi`, Open MPI) set for a process.
 
     >>> env = launcher_environment(Slot("tcp://a:1", 3, 1, 1), 4, 2, "10.0.0.1", 29500, "pytorch")
@@ -90,16 +94,23 @@ def launcher_environment(slot: Slot, world_size: int, per_instance: int, master_
     ('3', '1', '4', '1', '29500')
     """
     env = {
-        "WORLD_SIZE": str(world_size), "RANK": str(slot.rank), "LOCAL_RANK": str(slot.local_rank),
-        "LOCAL_WORLD_SIZE": str(per_instance), "NODE_RANK": str(slot.node_rank),
-        "GROUP_RANK": str(slot.node_rank), "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port),
+        "WORLD_SIZE": str(world_size),
+        "RANK": str(slot.rank),
+        "LOCAL_RANK": str(slot.local_rank),
+        "LOCAL_WORLD_SIZE": str(per_instance),
+        "NODE_RANK": str(slot.node_rank),
+        "GROUP_RANK": str(slot.node_rank),
+        "MASTER_ADDR": master_addr,
+        "MASTER_PORT": str(master_port),
     }
     if kind == "mpi":
         env |= {
-            "OMPI_COMM_WORLD_RANK": str(slot.rank), "OMPI_COMM_WORLD_SIZE": str(world_size),
+            "OMPI_COMM_WORLD_RANK": str(slot.rank),
+            "OMPI_COMM_WORLD_SIZE": str(world_size),
             "OMPI_COMM_WORLD_LOCAL_RANK": str(slot.local_rank),
             "OMPI_COMM_WORLD_LOCAL_SIZE": str(per_instance),
-            "PMI_RANK": str(slot.rank), "PMI_SIZE": str(world_size),
+            "PMI_RANK": str(slot.rank),
+            "PMI_SIZE": str(world_size),
         }
     return env
 
@@ -113,3 +124,52 @@ def worker_host(address: str) -> str:
     if address.startswith("inproc://"):
         return "127.0.0.1"
     return urlparse(address).hostname or "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class RankPlacement:
+    """Where one rank runs: its Dask worker, node index and local rank."""
+
+    rank: int
+    worker: str
+    host: str
+    node: int
+    local_rank: int
+
+
+def place_ranks(workers: dict[str, dict[str, Any]], nodes: int, processes_per_node: int) -> list[RankPlacement]:
+    """Map `nodes` x `processes_per_node` ranks onto distinct Dask workers, node by node.
+
+    Args:
+        workers: The scheduler's `{address: info}` (info has `host`).
+        nodes: Hosts to use.
+        processes_per_node: Ranks (workers) per host.
+
+    Raises:
+        DistributedTrainingError: Not enough hosts or workers per host; nothing was started, since
+            ranks that cannot all run at once would wait for each other forever.
+
+    >>> ws = {"tcp://a:1": {"host": "a"}, "tcp://a:2": {"host": "a"}, "tcp://b:1": {"host": "b"}}
+    >>> [(p.rank, p.worker, p.local_rank) for p in place_ranks(ws, 1, 2)]
+    [(0, 'tcp://a:1', 0), (1, 'tcp://a:2', 1)]
+    """
+    by_host: dict[str, list[str]] = {}
+    for address, info in sorted(workers.items()):
+        by_host.setdefault(str(info.get("host") or address.split("://")[-1].rsplit(":", 1)[0]), []).append(address)
+    usable = sorted(
+        (h for h, ws in by_host.items() if len(ws) >= processes_per_node), key=lambda h: (-len(by_host[h]), h)
+    )
+    if len(usable) < nodes:
+        layout = {h: len(ws) for h, ws in by_host.items()}
+        raise DistributedTrainingError(
+            f"`nodes`={nodes} x `processes_per_node`={processes_per_node} needs {nodes} host(s) with at "
+            f"least {processes_per_node} Dask worker(s) each (one rank per worker, all running at "
+            f"once), but the cluster has workers per host {layout}. Fix: start more workers (e.g. "
+            f"`cluster_kwargs={{'n_workers': {processes_per_node}}}`, one per GPU with dask-cuda) "
+            f"or lower `nodes`/`processes_per_node`."
+        )
+    placements = []
+    for node, host in enumerate(usable[:nodes]):
+        for local_rank, worker in enumerate(by_host[host][:processes_per_node]):
+            placements.append(RankPlacement(len(placements), worker, host, node, local_rank))
+    return placements

@@ -132,6 +132,6 @@ def _load_torchvision(model_uri: str, tracking_uri: str) -> Any:
         from prefect_mltrain.errors import missing_extra
 
         raise missing_extra("torch", "torch") from None
-    from prefect_mltrain.tasks.pytorch_model import load_model_dir
+    from prefect_mltrain.pytorch.model import load_model_dir
 
     return load_model_dir(_mlflow(tracking_uri).artifacts.download_artifacts(model_uri), device="cpu")

@@ -1,6 +1,6 @@
 """Small trial functions for demos, benchmarks and tests (importable on every Dask worker).
 
-Use them as `{"type": "function", "entrypoint": "prefect_mltrain.sweep.examples:quadratic"}`.
+Use them as `{"type": "function", "entrypoint": "sweep_examples:quadratic"}`.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def heartbeat_probe(params: dict[str, Any], context: TrialContext) -> dict[str, 
     """Score `x` and count the flow-run heartbeat threads running in this trial (0 when off)."""
     import threading
 
-    from prefect_mltrain.heartbeats import THREAD_NAME
+    from prefect_mltrain._compat.heartbeats import THREAD_NAME
 
     beating = sum(t.name == THREAD_NAME and t.is_alive() for t in threading.enumerate())
     return {"score": float(params.get("x", 0.0)), "heartbeat_threads": float(beating)}

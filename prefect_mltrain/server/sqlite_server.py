@@ -8,33 +8,16 @@ Two sweep trials that start together (their concurrency slots, their flow runs) 
 almost every sweep. Prefect's own comment on the pragma names the cure: begin such transactions
 `IMMEDIATE`. They then take the write lock first and queue on the busy timeout (60 s), which is
 what SQLite does for every writer anyway. Postgres servers are untouched: only the server that
-`prefect_mltrain.stack.start_server` starts runs through this module.
+`prefect_mltrain.server.stack.start_server` starts runs through this module.
 
-    python -m prefect_mltrain.sqlite_server server start --host 127.0.0.1 --port 4200
+    python -m prefect_mltrain.server.sqlite_server server start --host 127.0.0.1 --port 4200
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncGenerator
-from contextlib import asynccontextmanager
-from typing import Any
 
-
-def begin_writes_immediately() -> None:
-    """Make the SQLite configuration of Prefect's server begin every write transaction `IMMEDIATE`."""
-    from prefect.server.database import configurations
-
-    @asynccontextmanager
-    async def begin_transaction(self: Any, session: Any, with_for_update: bool = False) -> AsyncGenerator[Any, None]:
-        token = configurations.SQLITE_BEGIN_MODE.set("IMMEDIATE")
-        try:
-            async with session.begin() as transaction:
-                yield transaction
-        finally:
-            configurations.SQLITE_BEGIN_MODE.reset(token)
-
-    configurations.AioSqliteConfiguration.begin_transaction = begin_transaction
+from prefect_mltrain._compat.prefect_server import begin_writes_immediately
 
 
 def main() -> int:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from prefect_mltrain.docker_engine import START_HINT
 from prefect_mltrain.errors import DockerUnavailableError
+from prefect_mltrain.system.docker_engine import START_HINT
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def local_store_paths(tracking_env: Mapping[str, str], artifact_uri: str | None 
     paths: list[str] = []
     uri = tracking_env.get("MLFLOW_TRACKING_URI", "")
     if uri.startswith("sqlite:///"):
-        paths.append(str(Path(uri[len("sqlite:///"):]).parent))
+        paths.append(str(Path(uri[len("sqlite:///") :]).parent))
     elif uri.startswith("file:"):
         paths.append(unquote(urlparse(uri).path))
     elif uri and "://" not in uri:

@@ -44,7 +44,11 @@ def prepare_process(
     and the bootstrap mounted at their own paths, and `cleanup` removes that container.
     `gpu_ids` pin the process to its GPUs (`CUDA_VISIBLE_DEVICES`, or `--gpus` for a container).
     """
-    from prefect_mltrain.containers import container_launch, local_store_paths, remove_container
+    from prefect_mltrain.jobs.containers import (
+        container_launch,
+        local_store_paths,
+        remove_container,
+    )
 
     full = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
     full["PYTHONPATH"] = job_pythonpath(env)

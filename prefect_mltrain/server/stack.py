@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import httpx
 
 from prefect_mltrain.errors import ConfigurationError
 from prefect_mltrain.settings import MltrainSettings
+from prefect_mltrain.system.process import stop_pid
 
 _STATE_FILE = "prefect-server.json"
 
@@ -54,17 +54,10 @@ def is_healthy(api_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port that is free on `host` now (`""`: on every interface of this machine)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def start_server(home: Path, port: int, timeout: float = 120.0) -> ServerInfo:
     """Start `prefect server start` on 127.0.0.1:`port` with its SQLite database under `home`.
 
-    It runs through `prefect_mltrain.sqlite_server`, so concurrent writers queue instead of
+    It runs through `prefect_mltrain.server.sqlite_server`, so concurrent writers queue instead of
     failing with `database is locked` (a 503 and a 2 s client retry).
 
     The server runs in its own session so it outlives the caller; stop it with `stop_server`.
@@ -97,8 +90,17 @@ def start_server(home: Path, port: int, timeout: float = 120.0) -> ServerInfo:
     log_path = home / "server.log"
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "prefect_mltrain.sqlite_server", "server", "start",
-             "--host", "127.0.0.1", "--port", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "prefect_mltrain.server.sqlite_server",
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -118,25 +120,6 @@ def start_server(home: Path, port: int, timeout: float = 120.0) -> ServerInfo:
         f"The local Prefect server on port {port} did not become healthy within {timeout:.0f} s. "
         f"Its log ({log_path}) ends with:\n{tail}"
     )
-
-
-def stop_pid(pid: int, timeout: float = 10.0) -> None:
-    """Stop a process group started by `start_server`: SIGTERM, then SIGKILL."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def ensure_server(settings: MltrainSettings | None = None) -> ServerInfo:
@@ -177,22 +160,6 @@ def stop_local_server(settings: MltrainSettings | None = None) -> bool:
     stop_pid(int(state["pid"]))
     state_path.unlink()
     return True
-
-
-def drain_prefect_queues(timeout: float = 5.0) -> None:
-    """Send Prefect's queued logs and events now, while the server is still up.
-
-    Drained at interpreter exit instead, after a local server is gone, they retry for about
-    a minute.
-    """
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    for service in (APILogWorker, EventsWorker):
-        try:
-            service.drain_all(timeout=timeout)
-        except Exception:  # best effort at shutdown
-            pass
 
 
 def use_server(info: ServerInfo) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect_mltrain.errors import InvalidModelDirectoryError
-from prefect_mltrain.tasks.pytorch_data import IMAGENET_MEAN, IMAGENET_STD, IMAGE_SUFFIXES
+from prefect_mltrain.pytorch.data import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD
 
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
@@ -80,8 +80,14 @@ def load_initial_weights(model: Any, path: str) -> list[str]:
     return skipped
 
 
-def save_model_dir(directory: str | Path, module: Any, architecture: str, classes: list[str],
-                   image_size: int, extra: dict[str, Any] | None = None) -> Path:
+def save_model_dir(
+    directory: str | Path,
+    module: Any,
+    architecture: str,
+    classes: list[str],
+    image_size: int,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write the model directory: CPU weights and the manifest, each replaced atomically."""
     import torch
     import torchvision
@@ -95,8 +101,12 @@ def save_model_dir(directory: str | Path, module: Any, architecture: str, classe
         "format": FORMAT,
         "architecture": architecture,
         "classes": list(classes),
-        "preprocessing": {"resize": [image_size, image_size], "mean": list(IMAGENET_MEAN),
-                          "std": list(IMAGENET_STD), "color": "RGB"},
+        "preprocessing": {
+            "resize": [image_size, image_size],
+            "mean": list(IMAGENET_MEAN),
+            "std": list(IMAGENET_STD),
+            "color": "RGB",
+        },
         "torch_version": torch.__version__,
         "torchvision_version": torchvision.__version__,
         **(extra or {}),
@@ -124,7 +134,7 @@ class ImageClassifier:
 
     def transform(self) -> Any:
         """The evaluation preprocessing it was trained with."""
-        from prefect_mltrain.tasks.pytorch_data import image_transform
+        from prefect_mltrain.pytorch.data import image_transform
 
         return image_transform(self.image_size, train=False, mean=self.mean, std=self.std)
 
@@ -159,15 +169,20 @@ def load_model_dir(directory: str | Path, device: str = "cpu") -> ImageClassifie
         )
     manifest = json.loads((root / MANIFEST).read_text())
     if manifest.get("format") != FORMAT:
-        raise InvalidModelDirectoryError(
-            f"{str(root)!r} has format {manifest.get('format')!r}, expected {FORMAT!r}."
-        )
+        raise InvalidModelDirectoryError(f"{str(root)!r} has format {manifest.get('format')!r}, expected {FORMAT!r}.")
     module = build_model(manifest["architecture"], len(manifest["classes"]))
     module.load_state_dict(torch.load(root / WEIGHTS, map_location=device, weights_only=True))
     module.to(device).eval()
     pre = manifest["preprocessing"]
-    return ImageClassifier(module, manifest["architecture"], list(manifest["classes"]),
-                           int(pre["resize"][0]), tuple(pre["mean"]), tuple(pre["std"]), manifest)
+    return ImageClassifier(
+        module,
+        manifest["architecture"],
+        list(manifest["classes"]),
+        int(pre["resize"][0]),
+        tuple(pre["mean"]),
+        tuple(pre["std"]),
+        manifest,
+    )
 
 
 def list_images(directory: str | Path) -> tuple[list[Path], list[str | None]]:
