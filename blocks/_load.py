@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from prefect.blocks.core import Block
 
@@ -40,7 +40,7 @@ def resolve_block(value: B | str | None, block_cls: type[B], parameter: str) -> 
         return value
     if isinstance(value, str):
         try:
-            return block_cls.load(value)
+            return cast(B, block_cls.load(value))
         except ValueError:
             names = saved_names(block_cls)
             listed = ", ".join(repr(n) for n in names) if names else "none"

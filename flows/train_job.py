@@ -153,7 +153,7 @@ def _wait(futures: dict[Any, int], stop_file: Path) -> None:
     if len(futures) == 1:
         next(iter(futures)).result()
         return
-    failures = []
+    failures: list[tuple[int, JobFailedError]] = []
     for future in as_completed(list(futures)):
         try:
             future.result()
@@ -162,11 +162,11 @@ def _wait(futures: dict[Any, int], stop_file: Path) -> None:
                 write_atomically(stop_file, "another process of this distributed job failed")
             failures.append((futures[future], exc))
     if failures:
-        rank, exc = failures[0]  # the first to fail is the cause; the rest were stopped
+        rank, first = failures[0]  # the first to fail is the cause; the rest were stopped
         raise JobFailedError(
-            f"Rank {rank} of {len(futures)} failed first (ranks failed: {sorted(r for r, _ in failures)}). {exc}",
-            exit_code=exc.exit_code,
-            stderr_tail=exc.stderr_tail,
+            f"Rank {rank} of {len(futures)} failed first (ranks failed: {sorted(r for r, _ in failures)}). {first}",
+            exit_code=first.exit_code,
+            stderr_tail=first.stderr_tail,
         )
 
 

@@ -29,7 +29,7 @@ def _demo(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         model_name=args.model_name,
     )
-    entry = RegisteredModel.load(args.model_name)
+    entry = RegisteredModel.version_of(args.model_name)
     tracking = MlflowTracking()
     print(
         f"\nTrained {args.estimator} on {args.dataset}: "
@@ -84,11 +84,12 @@ def _job_run(args: argparse.Namespace) -> int:
     _connect()
     from prefect_mltrain.flows import use_fast_heartbeats
     from prefect_mltrain.flows.run_job_file import run_job_file
+    from prefect_mltrain.flows.sweep import SweepResult
 
     use_fast_heartbeats()
 
     result = run_job_file(args.file, args.set)
-    if hasattr(result, "best_trial"):  # a sweep
+    if isinstance(result, SweepResult):
         print(
             f"\nSweep {result.name}: best trial {result.best_trial}, {result.best_value} with {result.best_params}\n"
             f"MLflow parent run: {result.mlflow_parent_run_id}\nPrefect:    {result.flow_run_url}"
@@ -121,7 +122,7 @@ def _model(args: argparse.Namespace) -> int:
     if args.action == "list":
         for name in saved_names(RegisteredModel):
             if not re.search(r"-v\d+$", name):
-                entry = RegisteredModel.load(name)
+                entry = RegisteredModel.version_of(name)
                 metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(entry.metrics.items())[:4])
                 print(f"{name:<30} v{entry.version:<4} {entry.framework:<10} {metrics}")
         return 0
@@ -149,7 +150,7 @@ def _env(args: argparse.Namespace) -> int:
 
     if args.action == "list":
         for name in saved_names(TrainingEnvironment):
-            env = TrainingEnvironment.load(name)
+            env = resolve_block(name, TrainingEnvironment, "name")
             print(f"{name:<30} {env.kind:<13} {env.content_hash()[:16]}")
         return 0
     env = resolve_block(args.name, TrainingEnvironment, "name")

@@ -7,7 +7,7 @@ from unittest.mock import Mock
 import pytest
 
 from prefect_mltrain.blocks import MlflowTracking
-from prefect_mltrain.flows import _pending_run as pending_run
+from prefect_mltrain.jobs import pending_run
 from prefect_mltrain.jobs.pending_run import PendingRun, starts_before_run
 
 

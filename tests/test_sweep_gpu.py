@@ -5,7 +5,7 @@ from __future__ import annotations
 import doctest
 
 from prefect_mltrain.compute.devices import GpuAllocator, cuda_env, devices_needed, visible_devices, worker_allocator
-from prefect_mltrain.sweep import gpu
+from prefect_mltrain.compute import devices as gpu
 
 
 def test_doctests():

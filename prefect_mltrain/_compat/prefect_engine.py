@@ -58,7 +58,7 @@ def run_created_flow_run(flow: Any, flow_run: Any, parameters: dict[str, Any]) -
     from prefect.context import TaskRunContext
     from prefect.flow_engine import run_flow
 
-    token = TaskRunContext.__var__.set(None)
+    token = TaskRunContext.__var__.set(None)  # type: ignore[arg-type]
     try:
         return run_flow(flow, flow_run=flow_run, parameters=parameters, return_type="state")
     finally:

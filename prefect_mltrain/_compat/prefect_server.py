@@ -24,4 +24,4 @@ def begin_writes_immediately() -> None:
         finally:
             configurations.SQLITE_BEGIN_MODE.reset(token)
 
-    configurations.AioSqliteConfiguration.begin_transaction = begin_transaction
+    configurations.AioSqliteConfiguration.begin_transaction = begin_transaction  # type: ignore[method-assign]

@@ -168,7 +168,7 @@ def place_ranks(workers: dict[str, dict[str, Any]], nodes: int, processes_per_no
             f"`cluster_kwargs={{'n_workers': {processes_per_node}}}`, one per GPU with dask-cuda) "
             f"or lower `nodes`/`processes_per_node`."
         )
-    placements = []
+    placements: list[RankPlacement] = []
     for node, host in enumerate(usable[:nodes]):
         for local_rank, worker in enumerate(by_host[host][:processes_per_node]):
             placements.append(RankPlacement(len(placements), worker, host, node, local_rank))

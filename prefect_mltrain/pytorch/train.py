@@ -297,7 +297,7 @@ def _train(
             valid_sampler: Any = DistributedSampler(valid_set, world_size, rank, shuffle=False)
         else:
             train_sampler, valid_sampler = RandomSampler(train_set, generator=generator), None
-        loader_args = {
+        loader_args: dict[str, Any] = {
             "batch_size": config.batch_size,
             "num_workers": config.data_workers,
             "pin_memory": device.type == "cuda",
@@ -405,10 +405,10 @@ def _train(
             if distributed:
                 dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
             metrics = {
-                "train_loss": float(totals[4] / max(totals[5], 1)),
-                "val_loss": float(totals[0] / max(totals[3], 1)),
-                "top1_accuracy": float(totals[1] / max(totals[3], 1)),
-                "top5_accuracy": float(totals[2] / max(totals[3], 1)),
+                "train_loss": float(totals[4]) / max(float(totals[5]), 1.0),
+                "val_loss": float(totals[0]) / max(float(totals[3]), 1.0),
+                "top1_accuracy": float(totals[1]) / max(float(totals[3]), 1.0),
+                "top5_accuracy": float(totals[2]) / max(float(totals[3]), 1.0),
                 "train_images_per_sec": float(totals[5]) / float(slowest),
                 "learning_rate": lr,
             }

@@ -26,7 +26,8 @@ def main() -> int:
     from prefect.cli import app
 
     sys.argv[0] = "prefect"
-    return app()
+    app()
+    return 0
 
 
 if __name__ == "__main__":

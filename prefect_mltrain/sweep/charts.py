@@ -95,8 +95,8 @@ def _pngs(study: Any, directory: Path) -> list[Path]:
             ("parallel_coordinates.png", oplt.plot_parallel_coordinate),
         ):
             try:
-                ax = plot(study)
-                fig = ax.figure if hasattr(ax, "figure") else ax[0].figure
+                axes: Any = plot(study)
+                fig: Any = axes.figure if hasattr(axes, "figure") else axes[0].figure
                 fig.set_size_inches(9, 5)
                 fig.tight_layout()
                 path = directory / filename

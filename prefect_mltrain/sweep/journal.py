@@ -35,7 +35,7 @@ def journal_storage(path: str) -> Any:
     optuna = import_optuna()
     from optuna.storages.journal import JournalFileBackend
 
-    return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=FlockLock(f"{path}.lock")))
+    return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=FlockLock(f"{path}.lock")))  # type: ignore[arg-type]
 
 
 class FlockLock:

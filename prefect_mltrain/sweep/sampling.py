@@ -69,7 +69,7 @@ class RandomSampling(SamplingAlgorithm):
             return optuna.samplers.RandomSampler()
         seed = self.seed
 
-        class TrialSeededRandomSampler(optuna.samplers.RandomSampler):  # type: ignore[misc]
+        class TrialSeededRandomSampler(optuna.samplers.RandomSampler):  # type: ignore[misc,name-defined]
             """Seeds each trial from (seed, trial number): reproducible whichever process asks."""
 
             def sample_independent(self, study: Any, trial: Any, param_name: str, dist: Any) -> Any:
@@ -107,7 +107,7 @@ class GridSampling(SamplingAlgorithm):
         optuna = import_optuna()
         grid = {name: d.grid_values() for name, d in space.distributions.items()}
 
-        class AskTellGridSampler(optuna.samplers.GridSampler):  # type: ignore[misc]
+        class AskTellGridSampler(optuna.samplers.GridSampler):  # type: ignore[misc,name-defined]
             """GridSampler without `study.stop()` on exhaustion, which only works inside
             `study.optimize`; the sweep stops by itself after `size()` trials."""
 

@@ -110,7 +110,7 @@ class _IntervalPolicy(TerminationPolicy):
         optuna = import_optuna()
         policy = self
 
-        class _Pruner(optuna.pruners.BasePruner):  # type: ignore[misc]
+        class _Pruner(optuna.pruners.BasePruner):  # type: ignore[misc,name-defined]
             def prune(self, study: Any, trial: Any) -> bool:
                 return policy._evaluate(study, trial) is not None
 

@@ -168,6 +168,7 @@ def context_digest(context: Path, dockerfile_name: str | None = None) -> str:
             for line in ignore_file.read_text().splitlines()
             if line.strip() and not line.strip().startswith("#")
         ]
+    spec: Any
     try:
         spec = pathspec.PathSpec.from_lines("gitignore", patterns)
     except (KeyError, LookupError):  # pathspec < 0.12 names it gitwildmatch
