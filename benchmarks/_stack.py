@@ -26,6 +26,9 @@ def local_stack() -> Iterator[Path]:
     if not os.environ.get("PREFECT_API_URL"):
         info = start_server(home / "prefect", free_port())
         use_server(info)
+        from prefect_mltrain.flows import use_fast_heartbeats
+
+        use_fast_heartbeats()  # as the CLI does
     try:
         yield home
     finally:

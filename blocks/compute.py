@@ -6,10 +6,7 @@ import atexit
 import contextvars
 import importlib
 import logging
-import os
-import shutil
 import socket
-import subprocess
 import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -17,6 +14,7 @@ from urllib.parse import urlparse
 from prefect.blocks.core import Block
 from pydantic import Field, field_validator
 
+from prefect_mltrain.compute.devices import visible_gpu_count
 from prefect_mltrain.errors import ComputeError, ConfigurationError
 from prefect_mltrain.system.imports import import_from_path
 
@@ -31,30 +29,6 @@ LOCAL_CUDA_CLUSTER = "dask_cuda.LocalCUDACluster"
 # Clusters started with `reuse_cluster=True`, one per configuration and Python process.
 _clusters: dict[str, Any] = {}
 _clusters_lock = threading.Lock()
-
-
-def visible_gpu_count() -> int:
-    """Count the NVIDIA GPUs this process may use, without importing CUDA libraries.
-
-    `CUDA_VISIBLE_DEVICES` wins when set; otherwise `nvidia-smi -L` is asked.
-
-    >>> import os; os.environ["CUDA_VISIBLE_DEVICES"] = "0,1"; visible_gpu_count()
-    2
-    >>> os.environ["CUDA_VISIBLE_DEVICES"] = ""; visible_gpu_count()
-    0
-    >>> del os.environ["CUDA_VISIBLE_DEVICES"]
-    """
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return 0
-    try:
-        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return 0
-    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
 
 
 def _import_object(path: str) -> Any:

@@ -10,9 +10,10 @@ from prefect.blocks.core import Block
 from pydantic import Field
 
 from prefect_mltrain.settings import MltrainSettings
+from prefect_mltrain.tracking.client import mlflow_client
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
+    from mlflow.tracking import MlflowClient
 
 
 class MlflowTracking(Block):
@@ -73,9 +74,8 @@ class MlflowTracking(Block):
 
     def client(self) -> MlflowClient:
         """An `MlflowClient` on this block's tracking and registry URIs."""
-        from mlflow import MlflowClient
 
-        return MlflowClient(tracking_uri=self.resolved_tracking_uri(), registry_uri=self.registry_uri)
+        return mlflow_client(tracking_uri=self.resolved_tracking_uri(), registry_uri=self.registry_uri)
 
     def ensure_experiment(self, name: str | None = None) -> str:
         """Create the experiment if it is missing (and, the first time, the store) and return its id.

@@ -19,18 +19,20 @@ _state: dict[str, object] = {}
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "requires_cuda: needs an NVIDIA GPU (skipped without one)")
-    config.addinivalue_line("markers", "slow: takes more than a few seconds")
     from prefect_mltrain.server.stack import start_server, use_server
     from prefect_mltrain.system.net import free_port
 
     home = Path(tempfile.mkdtemp(prefix="mltrain-test-"))
     os.environ["PREFECT_MLTRAIN_HOME"] = str(home)
     _state["home"] = home
-    if not os.environ.get("PREFECT_API_URL"):
+    # The unit tier (`pytest -m unit`) tests pure modules: no server to start.
+    if not os.environ.get("PREFECT_API_URL") and config.getoption("markexpr", "") != "unit":
         info = start_server(home / "prefect", free_port())
         use_server(info)
         _state["server"] = info
+        from prefect_mltrain.flows import use_fast_heartbeats
+
+        use_fast_heartbeats()  # as the CLI does; tests/test_heartbeats.py checks both ways
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

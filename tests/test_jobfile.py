@@ -6,6 +6,8 @@ import pytest
 
 from prefect_mltrain.jobs.jobfile import JobFileError, load_job_file, render_command
 
+pytestmark = pytest.mark.unit
+
 
 def _write(tmp_path, text, name="job.yml"):
     (tmp_path / "src").mkdir(exist_ok=True)

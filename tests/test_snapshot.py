@@ -5,6 +5,8 @@ import pytest
 from prefect_mltrain.errors import ConfigurationError, SnapshotTooLargeError
 from prefect_mltrain.jobs.snapshot import snapshot_source
 
+pytestmark = pytest.mark.unit
+
 
 def _tree(root, files):
     for rel, data in files.items():

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import doctest
 
-from prefect_mltrain.compute.devices import GpuAllocator, cuda_env, devices_needed, visible_devices, worker_allocator
+import pytest
+
 from prefect_mltrain.compute import devices as gpu
+from prefect_mltrain.compute.devices import GpuAllocator, cuda_env, devices_needed, visible_devices, worker_allocator
+
+pytestmark = pytest.mark.unit
 
 
 def test_doctests():

@@ -8,6 +8,8 @@ from prefect_mltrain.errors import ConfigurationError
 from prefect_mltrain.sweep.sampling import ALGORITHMS, GridSampling, RandomSampling, sampling_algorithm
 from prefect_mltrain.sweep.space import SearchSpace, choice, normal, randint, uniform
 
+pytestmark = pytest.mark.unit
+
 
 def _draw(algorithm, space, n, worker=0):
     import optuna

@@ -24,6 +24,8 @@ from prefect_mltrain.sweep.space import (
     distribution_from_dict,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def test_doctests():
     assert doctest.testmod(space_module).failed == 0

@@ -15,6 +15,8 @@ from prefect_mltrain.sweep.termination import (
     termination_policy,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def test_bandit_slack_factor_follows_azure_example():
     # Azure: best 0.8 with slack_factor 0.2 -> anything below 0.8/1.2 = 0.667 stops (maximize).

@@ -8,6 +8,9 @@ lowest free ids, and the trial runs with `CUDA_VISIBLE_DEVICES` set to them.
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import subprocess
 import threading
 from collections.abc import Mapping
 
@@ -33,6 +36,29 @@ def visible_devices(env: Mapping[str, str], count: int = 0) -> list[str]:
             break
         out.append(d)
     return out
+
+
+def visible_gpu_count() -> int:
+    """Count the NVIDIA GPUs this process may use, without importing CUDA libraries.
+
+    `CUDA_VISIBLE_DEVICES` wins when set; otherwise `nvidia-smi -L` is asked.
+
+    >>> import os; os.environ["CUDA_VISIBLE_DEVICES"] = "0,1"; visible_gpu_count()
+    2
+    >>> os.environ["CUDA_VISIBLE_DEVICES"] = ""; visible_gpu_count()
+    0
+    >>> del os.environ["CUDA_VISIBLE_DEVICES"]
+    """
+    if "CUDA_VISIBLE_DEVICES" in os.environ:
+        return len(visible_devices(os.environ))
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
 
 
 def devices_needed(gpus_per_trial: float) -> int:

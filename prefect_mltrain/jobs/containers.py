@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from prefect_mltrain.compute.devices import visible_devices as devices_from_env
 from prefect_mltrain.errors import DockerUnavailableError
 from prefect_mltrain.system.docker_engine import START_HINT
 
@@ -80,7 +81,7 @@ def gpu_arguments(gpus: float, visible_devices: str | None = None) -> list[str]:
     if gpus <= 0:
         return []
     count = max(1, int(-(-gpus // 1)))
-    devices = [d.strip() for d in (visible_devices or "").split(",") if d.strip()]
+    devices = devices_from_env({"CUDA_VISIBLE_DEVICES": visible_devices}) if visible_devices else []
     if devices:
         return ["--gpus", f'"device={",".join(devices[:count])}"']
     return ["--gpus", str(count)]

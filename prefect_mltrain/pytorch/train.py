@@ -28,6 +28,7 @@ from typing import Any
 
 from prefect_mltrain._compat.glibc import training_malloc
 from prefect_mltrain.errors import DistributedTrainingError, InvalidModelDirectoryError
+from prefect_mltrain.tracking.client import mlflow_client
 
 Reporter = Callable[[int, dict[str, float]], bool]
 CHECKPOINT = "checkpoint.pt"
@@ -201,9 +202,8 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def _mlflow_client(config: TrainConfig) -> Any:
     if not (config.tracking_uri and config.mlflow_run_id):
         return None
-    from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri=config.tracking_uri)
+    return mlflow_client(tracking_uri=config.tracking_uri)
 
 
 def train_process(
@@ -503,9 +503,7 @@ def cpu_state(module: Any) -> dict[str, Any]:
 
 def _log_rank_file(config: TrainConfig, path: Path) -> None:
     try:
-        from mlflow import MlflowClient
-
-        MlflowClient(tracking_uri=config.tracking_uri).log_artifact(str(config.mlflow_run_id), str(path), "logs")
+        mlflow_client(tracking_uri=config.tracking_uri).log_artifact(str(config.mlflow_run_id), str(path), "logs")
     except Exception:  # a log upload must not hide the training error
         logging.getLogger(__name__).warning("could not log %s to MLflow", path, exc_info=True)
 

@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 from prefect_mltrain.errors import ConfigurationError, JobFailedError
 from prefect_mltrain.sweep.space import SearchSpace
 from prefect_mltrain.system.imports import import_from_path
+from prefect_mltrain.tracking.client import mlflow_client
 
 
 class TrialStopped(Exception):
@@ -230,9 +231,8 @@ class SklearnTrial(TrialSpec):
         metrics = {**score(model, X_test, y_test), "fit_seconds": time.perf_counter() - started}
         if self.log_model and context.mlflow_run_id:
             import mlflow.sklearn
-            from mlflow import MlflowClient
 
-            client = MlflowClient(tracking_uri=context.mlflow_env.get("MLFLOW_TRACKING_URI"))
+            client = mlflow_client(tracking_uri=context.mlflow_env.get("MLFLOW_TRACKING_URI"))
             with tempfile.TemporaryDirectory() as tmp:
                 mlflow.sklearn.save_model(model, Path(tmp) / "model")
                 client.log_artifacts(context.mlflow_run_id, str(Path(tmp) / "model"), "model")
@@ -339,7 +339,6 @@ class CommandTrial(TrialSpec):
         return ["/bin/sh", "-c", " ".join([substitute(self.command or "", params), *map(shlex.quote, args)])]
 
     def run(self, params: dict[str, Any], context: TrialContext) -> Mapping[str, float]:
-        from mlflow import MlflowClient
 
         from prefect_mltrain.environments.build import build
         from prefect_mltrain.jobs.launch import prepare_process
@@ -359,7 +358,7 @@ class CommandTrial(TrialSpec):
             ).path
         )
         (workdir / "outputs").mkdir(exist_ok=True)
-        client = MlflowClient(tracking_uri=context.mlflow_env.get("MLFLOW_TRACKING_URI"))
+        client = mlflow_client(tracking_uri=context.mlflow_env.get("MLFLOW_TRACKING_URI"))
         run_id = context.mlflow_run_id or ""
         artifacts = client.get_run(run_id).info.artifact_uri if run_id else None
         launch = prepare_process(

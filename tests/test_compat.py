@@ -1,0 +1,52 @@
+"""Every private Prefect/Optuna API the package uses still resolves on the installed releases.
+
+A Prefect or Optuna upgrade that moves one of them fails here, naming the symbol and the compat
+module that uses it, instead of a silent fallback or an AttributeError deep inside a sweep.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from prefect_mltrain import _compat
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("api", _compat.PRIVATE_APIS, ids=lambda a: a.target)
+def test_private_api_resolves(api):
+    assert api.resolve() is not None, api.target
+
+
+def test_nothing_missing():
+    assert _compat.missing() == []
+
+
+def test_every_compat_module_is_listed():
+    modules = {p.stem for p in (ROOT / "prefect_mltrain" / "_compat").glob("*.py")} - {"__init__"}
+    listed = {a.used_by for a in _compat.PRIVATE_APIS} | {"glibc"}  # glibc: a C library call, no Python symbol
+    assert modules == listed
+
+
+def _private_uses(path: Path) -> list[str]:
+    """`x._name` attribute reads on Prefect/Optuna objects, and private imports, outside _compat."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("prefect", "optuna"):
+            if any(part.startswith("_") for part in node.module.split(".")) or any(
+                a.name.startswith("_") for a in node.names
+            ):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: from {node.module} import ...")
+        if isinstance(node, ast.Attribute) and node.attr in ("_trial_id", "__var__", "_send_heartbeats"):
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno}: .{node.attr}")
+    return found
+
+
+def test_private_apis_are_used_only_in_compat():
+    files = [p for d in ("prefect_mltrain", "flows", "tasks", "blocks") for p in (ROOT / d).rglob("*.py")]
+    uses = [u for p in files if "_compat" not in p.parts for u in _private_uses(p)]
+    assert uses == []
