@@ -24,28 +24,22 @@ from prefect_mltrain.pytorch.train import Reporter, TrainConfig, config_summary
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.tasks.pytorch_train import run_distributed, train_pytorch
 from prefect_mltrain.tasks.register import register_model
-from prefect_mltrain.tracking.links import flow_run_info, mlflow_tags, publish_run_links
+from prefect_mltrain.tracking.links import TrackedRun, flow_run_info, mlflow_tags, publish_run_links
 
 
-@dataclass
-class PytorchTrainResult:
-    """What a `train_pytorch_model` run produced."""
+@dataclass(kw_only=True)
+class PytorchTrainResult(TrackedRun):
+    """What a `train_pytorch_model` run produced: the tracked run, the model folder and the epochs."""
 
-    mlflow_run_id: str
-    experiment_id: str
-    flow_run_url: str
     model_dir: str
     checkpoint_dir: str
     classes: list[str]
     history: list[dict[str, float]] = field(default_factory=list)
-    metrics: dict[str, float] = field(default_factory=dict)
     epochs_trained: list[int] = field(default_factory=list)
     resumed_from_epoch: int = 0
     stopped_early: bool = False
     attempts: int = 1
     world_size: int = 1
-    model_block: str | None = None
-    model_version: int | None = None
 
 
 def _positive(**values: int | float) -> None:
