@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import uuid
 from dataclasses import dataclass
@@ -21,9 +20,9 @@ from prefect_mltrain.blocks.model import check_model_name
 from prefect_mltrain.blocks.tracking import MlflowTracking
 from prefect_mltrain.environments.build import BuiltEnvironment, cached_build
 from prefect_mltrain.errors import ConfigurationError, JobFailedError, ModelRegistrationError
-from prefect_mltrain.jobs.containers import ContainerSpec, local_store_paths
+from prefect_mltrain.jobs.containers import local_store_paths
 from prefect_mltrain.jobs.distribution import Slot, check_distribution, launcher_environment, place, worker_host
-from prefect_mltrain.jobs.launch import BOOTSTRAP_DIR, job_pythonpath
+from prefect_mltrain.jobs.launch import in_environment, job_pythonpath
 from prefect_mltrain.jobs.pending_run import RUN_ID_FILE_VARIABLE, PendingRun, starts_before_run, write_atomically
 from prefect_mltrain.jobs.snapshot import snapshot_source
 from prefect_mltrain.registry.frameworks import detect_framework
@@ -278,17 +277,13 @@ def train_job(
                 job_env[RUN_ID_FILE_VARIABLE] = str(pending.run_file)  # read on `import mlflow`
             else:  # e.g. a shell line using $MLFLOW_RUN_ID: it starts once the run exists
                 job_env |= tracker.environment_variables(pending.run_id.result(), pending.experiment_id.result())
-            container = None
+            mounts: list[str] = []
             if built.image:
                 # In the image: its own PATH and Python; the MLflow store mounted at its path.
                 argv = [built.python, *argv[1:]] if script is not None else argv
                 artifacts = tracker.client().get_experiment(pending.experiment_id.result()).artifact_location
-                mounts = [*local_store_paths(job_env, artifacts), str(BOOTSTRAP_DIR), str(pending.run_file.parent)]
-                container = ContainerSpec(built.image, mounts, target.gpus_per_trial)
-            else:
-                job_env["PATH"] = f"{built.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
-                if built.prefix:
-                    job_env["VIRTUAL_ENV"] = built.prefix
+                mounts = [*local_store_paths(job_env, artifacts), str(pending.run_file.parent)]
+            job_env, container = in_environment(built, job_env, mounts, target.gpus_per_trial)
             ranks = _submit(
                 runner,
                 slots,

@@ -9,8 +9,8 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from prefect_mltrain.errors import JobFailedError
-from prefect_mltrain.jobs.containers import ContainerSpec, container_launch, remove_container
-from prefect_mltrain.system.process import stream_process
+from prefect_mltrain.jobs.containers import ContainerSpec
+from prefect_mltrain.jobs.launch import run
 
 
 @task(name="run-command")
@@ -49,22 +49,15 @@ def run_command(
             else:
                 logger.warning("%s", line)
 
-        name = None
-        if container is not None:
-            launch = container_launch(container.image, argv, cwd, list(env), container.mounts, container.gpus)
-            argv, name = launch.argv, launch.name
-        try:
-            result = stream_process(
-                argv,
-                on_line=on_line,
-                env={**os.environ, **env},
-                cwd=cwd,
-                timeout=timeout_seconds,
-                should_stop=(lambda: os.path.exists(stop_file)) if stop_file else None,
-            )
-        finally:
-            if name is not None:  # killing the `docker run` client alone leaves the container
-                remove_container(name)
+        result = run(
+            argv,
+            cwd,
+            env,
+            on_line,
+            container=container,
+            timeout=timeout_seconds,
+            should_stop=(lambda: os.path.exists(stop_file)) if stop_file else None,
+        )
     if result.stopped:
         reason = Path(stop_file).read_text().strip() if stop_file else ""
         raise JobFailedError(

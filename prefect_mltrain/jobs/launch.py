@@ -1,25 +1,24 @@
-"""How a job's process is started in its built environment: a venv/conda prefix or a Docker image."""
+"""The one launcher: how a job's process starts in its built environment and runs to its end.
+
+Command jobs (`tasks.run_command`), their distributed ranks and command trials
+(`sweep.CommandTrial`) all start their process here: `in_environment` puts a venv or conda
+prefix first on PATH, or turns a Docker image into a `ContainerSpec`; `run` streams the
+process's output (in its container, removed afterwards whatever happened).
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from prefect_mltrain.jobs.containers import ContainerSpec, container_launch, remove_container
+from prefect_mltrain.system.process import ProcessResult, stream_process
 
 #: Put first on every job's PYTHONPATH: its sitecustomize keeps the job's MLflow run active
 #: in the script (see that file). Mounted into containers at the same path.
 BOOTSTRAP_DIR = Path(__file__).parent / "bootstrap"
-
-
-@dataclass
-class Launch:
-    """The command line and variables that start a job's process, and what to do after it."""
-
-    argv: list[str]
-    env: dict[str, str]
-    cleanup: Callable[[], None] = field(default=lambda: None)
 
 
 def job_pythonpath(env: Mapping[str, str]) -> str:
@@ -28,38 +27,47 @@ def job_pythonpath(env: Mapping[str, str]) -> str:
     return os.pathsep.join(p for p in (str(BOOTSTRAP_DIR), inherited) if p)
 
 
-def prepare_process(
-    argv: Sequence[str],
-    built: Any,
-    workdir: str,
-    env: Mapping[str, str],
-    *,
-    artifact_uri: str | None = None,
-    gpu_ids: Sequence[str] = (),
-) -> Launch:
-    """Start `argv` in `workdir` within the `BuiltEnvironment` `built`, with `env` added.
+def in_environment(
+    built: Any, env: Mapping[str, str], mounts: Sequence[str] = (), gpus: float = 0
+) -> tuple[dict[str, str], ContainerSpec | None]:
+    """The variables and container that run a command in the `BuiltEnvironment` `built`.
 
-    A venv or conda environment goes first on PATH (so `python` is its Python); a Docker
-    image runs the command in a container (`docker run`) with `workdir`, a local MLflow store
-    and the bootstrap mounted at their own paths, and `cleanup` removes that container.
-    `gpu_ids` pin the process to its GPUs (`CUDA_VISIBLE_DEVICES`, or `--gpus` for a container).
+    A venv or conda environment goes first on PATH (so `python` is its Python) and sets
+    `VIRTUAL_ENV`; a Docker image gives a `ContainerSpec` with `mounts` (host folders at their
+    own paths) and `gpus`, and leaves the variables as they are (the image has its own PATH).
     """
-    from prefect_mltrain.jobs.containers import (
-        container_launch,
-        local_store_paths,
-        remove_container,
-    )
-
-    full = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-    full["PYTHONPATH"] = job_pythonpath(env)
-    if gpu_ids:
-        full["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
     if built.image:
-        names = sorted({*env, "PYTHONUNBUFFERED", "PYTHONPATH"})
-        mounts = [*local_store_paths(full, artifact_uri), str(BOOTSTRAP_DIR)]
-        launch = container_launch(built.image, list(argv), workdir, names, mounts, len(gpu_ids))
-        return Launch(launch.argv, full, lambda: remove_container(launch.name))
-    full["PATH"] = f"{built.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+        return dict(env), ContainerSpec(built.image, [*mounts, str(BOOTSTRAP_DIR)], gpus)
+    placed = {**env, "PATH": f"{built.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     if built.prefix:
-        full["VIRTUAL_ENV"] = built.prefix
-    return Launch(list(argv), full)
+        placed["VIRTUAL_ENV"] = built.prefix
+    return placed, None
+
+
+def run(
+    argv: Sequence[str],
+    cwd: str | Path,
+    env: Mapping[str, str],
+    on_line: Callable[[str, str], None],
+    *,
+    container: ContainerSpec | None = None,
+    timeout: float | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ProcessResult:
+    """Run `argv` in `cwd` with `env` added to this process's, handing each output line to `on_line`.
+
+    With a `container`, `argv` runs in it (`docker run`, `cwd` mounted as its working
+    directory, the names of `env` passed in), and the container is removed afterwards:
+    killing the `docker run` client alone would leave it running.
+    """
+    name = None
+    if container is not None:
+        launch = container_launch(container.image, list(argv), str(cwd), list(env), container.mounts, container.gpus)
+        argv, name = launch.argv, launch.name
+    try:
+        return stream_process(
+            argv, on_line=on_line, env={**os.environ, **env}, cwd=cwd, timeout=timeout, should_stop=should_stop
+        )
+    finally:
+        if name is not None:
+            remove_container(name)

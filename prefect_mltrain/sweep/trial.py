@@ -16,6 +16,7 @@ A PyTorch trainer plugs in the same way: subclass `TrialSpec`, train in `run`, c
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
+from prefect_mltrain.compute.devices import cuda_env
 from prefect_mltrain.errors import ConfigurationError, JobFailedError
 from prefect_mltrain.sweep.space import SearchSpace
 from prefect_mltrain.system.imports import import_from_path
@@ -341,10 +343,10 @@ class CommandTrial(TrialSpec):
     def run(self, params: dict[str, Any], context: TrialContext) -> Mapping[str, float]:
 
         from prefect_mltrain.environments.build import build
-        from prefect_mltrain.jobs.launch import prepare_process
+        from prefect_mltrain.jobs import launch
+        from prefect_mltrain.jobs.containers import local_store_paths
         from prefect_mltrain.jobs.snapshot import snapshot_source
         from prefect_mltrain.settings import MltrainSettings
-        from prefect_mltrain.system.process import stream_process
 
         logger = _trial_logger()
         settings = MltrainSettings()
@@ -361,14 +363,16 @@ class CommandTrial(TrialSpec):
         client = mlflow_client(tracking_uri=context.mlflow_env.get("MLFLOW_TRACKING_URI"))
         run_id = context.mlflow_run_id or ""
         artifacts = client.get_run(run_id).info.artifact_uri if run_id else None
-        launch = prepare_process(
-            self.argv(params, built.python),
-            built,
-            str(workdir),
-            {**environment.job_environment(), **self.environment_variables, **context.mlflow_env},
-            artifact_uri=artifacts,
-            gpu_ids=context.gpu_ids,
-        )
+        env = {
+            **environment.job_environment(),
+            **self.environment_variables,
+            **context.mlflow_env,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": launch.job_pythonpath(environment.job_environment()),
+        }
+        env |= cuda_env(list(context.gpu_ids)) if context.gpu_ids and not built.image else {}
+        mounts = local_store_paths({**os.environ, **env}, artifacts) if built.image else []
+        env, container = launch.in_environment(built, env, mounts, len(context.gpu_ids))
         seen = 0
         next_poll = 0.0
 
@@ -387,9 +391,10 @@ class CommandTrial(TrialSpec):
             (logger.info if stream == "stdout" else logger.warning)("%s", line)
 
         try:
-            result = stream_process(launch.argv, on_line=on_line, env=launch.env, cwd=workdir, should_stop=poll)
+            result = launch.run(
+                self.argv(params, built.python), workdir, env, on_line, container=container, should_stop=poll
+            )
         finally:
-            launch.cleanup()
             if run_id and any((workdir / "outputs").iterdir()):
                 client.log_artifacts(run_id, str(workdir / "outputs"), "outputs")
         if result.exit_code != 0:
