@@ -189,6 +189,9 @@ def sweep_trial(sweep: str, number: int, params: dict[str, Any], job: Any = None
     def on_report(values: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
         client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in values.items()])
+        on_observe(values, step)
+
+    def on_observe(values: dict[str, float], step: int) -> None:  # values already in the run
         if job.deadline is not None and time.time() > job.deadline:
             raise TrialStopped(f"the sweep's timeout passed; the trial stopped at step {step}.", step)
         if metric in values and job.policy is not None:
@@ -204,18 +207,20 @@ def sweep_trial(sweep: str, number: int, params: dict[str, Any], job: Any = None
         job.tracking.environment_variables(run_id, job.experiment_id),
         gpu_ids,
         on_report,
+        on_observe,
     )
     status = "FAILED"
     summary: dict[str, Any] = {"number": number, "mlflow_run_id": run_id, "flow_run_id": info["id"]}
     try:
         metrics = dict(job.spec.run(dict(params), context))
         now = int(time.time() * 1000)
-        client.log_batch(
-            run_id,
-            metrics=[
-                Metric(k, v, now, 0) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)
-            ],
-        )
+        if not job.spec.logs_own_metrics:  # a command trial's script logged them to the run itself
+            client.log_batch(
+                run_id,
+                metrics=[
+                    Metric(k, v, now, 0) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)
+                ],
+            )
         if metric not in metrics:
             message = (
                 f"Trial {number} finished but did not report the primary metric {metric!r}; it "

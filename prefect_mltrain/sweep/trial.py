@@ -56,6 +56,7 @@ class TrialContext:
         mlflow_env: dict[str, str] | None = None,
         gpu_ids: list[str] | None = None,
         on_report: Callable[[dict[str, float], int], None] | None = None,
+        on_observe: Callable[[dict[str, float], int], None] | None = None,
     ) -> None:
         self.number = number
         self.params = params
@@ -64,6 +65,7 @@ class TrialContext:
         self.mlflow_env = dict(mlflow_env or {})
         self.gpu_ids = list(gpu_ids or [])
         self._on_report = on_report
+        self._on_observe = on_observe or on_report
         self._step = 0
         self.reported: dict[str, float] = {}
 
@@ -87,6 +89,18 @@ class TrialContext:
         if self._on_report is not None:
             self._on_report(values, self._step)
 
+    def observe(self, metrics: Mapping[str, float], step: int) -> None:
+        """Like `report`, for values the trial's own code already logged to its MLflow run.
+
+        They go to the early-termination policy only: logging them again would add a second
+        point per step to the run's metric history (a command trial's script logs its own).
+        """
+        values = {str(k): float(v) for k, v in metrics.items()}
+        self._step = int(step)
+        self.reported.update(values)
+        if self._on_observe is not None:
+            self._on_observe(values, self._step)
+
 
 class TrialSpec(ABC):
     """One trial's training. Subclasses are plain, picklable stores of their configuration."""
@@ -95,6 +109,8 @@ class TrialSpec(ABC):
     #: Artifact path in the trial's MLflow run that holds the model (for registering the best).
     model_artifact: str | None = None
     framework: str = "unknown"
+    #: The trial's own code logs its metrics to its MLflow run (the sweep must not log them again).
+    logs_own_metrics: ClassVar[bool] = False
 
     def check(self, space: SearchSpace) -> None:
         """Raise `ConfigurationError` when the trial cannot use `space` (before compute starts)."""
@@ -280,6 +296,7 @@ class CommandTrial(TrialSpec):
     model_path: str | None = None
     poll_seconds: float = 1.0
     type: ClassVar[str] = "command"
+    logs_own_metrics: ClassVar[bool] = True
     framework: str = "unknown"
 
     @property
@@ -373,18 +390,20 @@ class CommandTrial(TrialSpec):
         env |= cuda_env(list(context.gpu_ids)) if context.gpu_ids and not built.image else {}
         mounts = local_store_paths({**os.environ, **env}, artifacts) if built.image else []
         env, container = launch.in_environment(built, env, mounts, len(context.gpu_ids))
-        seen = 0
+        observed: set[int] = set()
         next_poll = 0.0
 
-        def poll() -> bool:  # reports new values of the primary metric; TrialStopped kills the process
-            nonlocal seen, next_poll
+        def poll() -> bool:  # new values of the primary metric go to the policy; TrialStopped kills the process
+            nonlocal next_poll
             if not run_id or time.monotonic() < next_poll:
                 return False
             next_poll = time.monotonic() + self.poll_seconds
-            history = sorted(client.get_metric_history(run_id, context.primary_metric), key=lambda m: m.step)
-            for m in history[seen:]:
-                context.report({context.primary_metric: m.value}, step=m.step or None)
-            seen = max(seen, len(history))
+            latest: dict[int, float] = {}  # the newest value at each step
+            for m in sorted(client.get_metric_history(run_id, context.primary_metric), key=lambda m: m.timestamp):
+                latest[int(m.step)] = float(m.value)
+            for step in sorted(set(latest) - observed):
+                observed.add(step)
+                context.observe({context.primary_metric: latest[step]}, step=step)
             return False
 
         def on_line(stream: str, line: str) -> None:
