@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import uuid
@@ -15,7 +16,8 @@ from prefect.logging import get_run_logger
 
 from prefect_mltrain.blocks._load import resolve_block
 from prefect_mltrain.blocks.environment import TrainingEnvironment
-from prefect_mltrain.flows.sweep import SweepResult, sweep
+from prefect_mltrain.errors import ConfigurationError
+from prefect_mltrain.flows.sweep import SweepResult, study_path, sweep
 from prefect_mltrain.flows.train_job import JobResult, train_job
 from prefect_mltrain.jobs.jobfile import JobFile, load_job_file, render_command
 from prefect_mltrain.settings import MltrainSettings
@@ -66,7 +68,37 @@ def _staged_inputs(job: JobFile) -> Iterator[dict[str, str]]:
 _LIMIT_NAMES = {"timeout": "timeout_seconds", "trial_timeout": "trial_timeout_seconds"}
 
 
-def _run_sweep(job: JobFile, command: str) -> SweepResult:
+def sweep_name(job: JobFile, resume: bool) -> str:
+    """The sweep a sweep job file runs as: always a new one, unless `resume` names an existing one.
+
+    As `az ml job create`: without `name:` every submission is a new job with a generated name
+    (`<display_name or file stem>-<8 hex>`); an explicit `name:` that exists is refused, and
+    continued only with `resume`.
+    """
+    if job.name is None:
+        if resume:
+            raise ConfigurationError(
+                f"`resume` needs the name of the sweep to continue, but {job.path.name} has no `name:`. "
+                f"Fix: add `name: <sweep name>` (printed when it ran) or pass `--set name=<sweep name>`."
+            )
+        stem = re.sub(r"[^a-z0-9]+", "-", (job.display_name or job.path.stem).lower()).strip("-") or "sweep"
+        return f"{stem}-{uuid.uuid4().hex[:8]}"
+    exists = study_path(MltrainSettings().home_dir, job.name).exists()
+    if exists and not resume:
+        raise ConfigurationError(
+            f"A sweep named {job.name!r} already exists, and `name:` in {job.path.name} names it again. As with "
+            f"`az ml job create`, a job name is used once. Fix: `--resume` to continue that sweep (its finished "
+            f"trials are not run again), or another `name:` (or none, for a generated one)."
+        )
+    if resume and not exists:
+        raise ConfigurationError(
+            f"`resume` was asked for, but there is no sweep named {job.name!r} to continue. Fix: check the "
+            f"name (`prefect-mltrain job run` printed it), or drop `--resume` to start it."
+        )
+    return job.name
+
+
+def _run_sweep(job: JobFile, command: str, resume: bool = False) -> SweepResult:
     """A `type: sweep` job file as a `sweep` whose trials run the (rendered) trial command."""
     spec = job.sweep or {}
     limits = {_LIMIT_NAMES.get(k, k): v for k, v in (spec.get("limits") or {}).items()}
@@ -83,14 +115,14 @@ def _run_sweep(job: JobFile, command: str) -> SweepResult:
         sampling_algorithm=spec.get("sampling_algorithm") or "random",
         limits=limits,
         early_termination=spec.get("early_termination"),
-        name=job.display_name or job.path.stem,
+        name=sweep_name(job, resume),
         compute=job.compute,
         experiment_name=job.experiment_name,
     )
 
 
 @flow(name="run-job-file")
-def run_job_file(path: str, overrides: list[str] | None = None) -> JobResult | SweepResult:
+def run_job_file(path: str, overrides: list[str] | None = None, resume: bool = False) -> JobResult | SweepResult:
     """Run an Azure ML CLI v2 job file: `type: command` as a `train_job`, `type: sweep` as a `sweep`.
 
     `code`, `command` with `${{inputs.x}}` / `${{outputs.x}}`, literal and local
@@ -107,13 +139,14 @@ def run_job_file(path: str, overrides: list[str] | None = None) -> JobResult | S
     Args:
         path: The job file.
         overrides: `key.sub=value` items, as with `az ml job create --set`.
+        resume: Continue the sweep the file's `name:` names (a sweep job file is a new sweep otherwise).
     """
     job = load_job_file(path, overrides)
     outputs = {name: f"outputs/{name}" for name in job.outputs}
     with _staged_inputs(job) as inputs:
         command = render_command(job, inputs, outputs)
         if job.type == "sweep":
-            return _run_sweep(job, command)
+            return _run_sweep(job, command, resume)
         if outputs:  # Azure ML creates output folders before the command starts
             command = f"mkdir -p {' '.join(shlex.quote(p) for p in outputs.values())} && {command}"
         get_run_logger().info("Job file %s: %s", job.path.name, command)

@@ -73,6 +73,8 @@ def _job_run(args: argparse.Namespace) -> int:
         argv = [sys.executable, "-m", "prefect_mltrain.cli", "job", "run", args.file]
         for item in args.set:
             argv += ["--set", item]
+        if args.resume:
+            argv.append("--resume")
         with open(log, "wb") as out:
             proc = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
@@ -88,7 +90,7 @@ def _job_run(args: argparse.Namespace) -> int:
 
     use_fast_heartbeats()
 
-    result = run_job_file(args.file, args.set)
+    result = run_job_file(args.file, args.set, resume=args.resume)
     if isinstance(result, SweepResult):
         print(
             f"\nSweep {result.name}: best trial {result.best_trial}, {result.best_value} with {result.best_params}\n"
@@ -193,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="Override a job file value, as `az ml job create --set`.",
     )
     run.add_argument("--detach", action="store_true", help="Return at once; the job runs in the background.")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="Continue the sweep that the file's `name:` names (a sweep job file starts a new sweep otherwise).",
+    )
     run.set_defaults(func=_job_run)
     download = job_sub.add_parser("download", help="Download a run's artifacts (default: outputs).")
     download.add_argument("run_id")

@@ -179,7 +179,7 @@ def test_sweep_job_file(tmp_path):
     """)
     )
     result = run_job_file(str(tmp_path / "sweep.yml"))
-    assert result.name == "yaml-sweep" and len(result.trials) == 3
+    assert result.name.startswith("yaml-sweep-") and len(result.trials) == 3  # a generated name, as az ml
     assert all(t["state"] == "COMPLETE" for t in result.trials)
     assert result.best_params["depth"] == max(t["depth"] for t in result.trials)
     runs = (
@@ -241,3 +241,52 @@ def test_sweep_job_file_trials_run_in_its_image_environment(tmp_path):
         logs = flow_run_logs(row["flow_run_id"], expect="trial python")
         assert "trial python /opt/mltrain-env/bin/python" in logs
     assert containers_named("mltrain-job-") == []
+
+
+def _small_sweep_file(tmp_path: Path, filename: str, extra: str = "") -> Path:
+    (tmp_path / "src").mkdir(exist_ok=True)
+    (tmp_path / "src" / "train.py").write_text(
+        "import argparse, mlflow\n"
+        "p = argparse.ArgumentParser(); p.add_argument('--lr', type=float); a = p.parse_args()\n"
+        "mlflow.log_metric('score', a.lr)\n"
+    )
+    path = tmp_path / filename
+    path.write_text(
+        textwrap.dedent("""
+        type: sweep
+        trial:
+          code: src
+          command: python train.py --lr ${{search_space.lr}}
+        sampling_algorithm: grid
+        search_space: {lr: {type: choice, values: [0.1, 0.2]}}
+        objective: {goal: maximize, primary_metric: score}
+        limits: {max_total_trials: 2, max_concurrent_trials: 2}
+    """)
+        + extra
+    )
+    return path
+
+
+def test_a_sweep_job_file_run_twice_is_two_sweeps(tmp_path):
+    """As `az ml job create`: every submission is a new job; the underscore in the file name is fine."""
+    path = _small_sweep_file(tmp_path, "job_sweep.yml")
+    first, second = run_job_file(str(path)), run_job_file(str(path))
+    assert first.name != second.name and first.name.startswith("job-sweep-")
+    assert first.mlflow_parent_run_id != second.mlflow_parent_run_id
+    for result in (first, second):
+        assert sorted(t["lr"] for t in result.trials) == [0.1, 0.2]
+        assert all(t["state"] == "COMPLETE" for t in result.trials)
+
+
+def test_an_explicit_name_is_used_once_and_resumed_only_when_asked(tmp_path, unique_name):
+    path = _small_sweep_file(tmp_path, "named.yml", f"name: {unique_name}\n")
+    with pytest.raises(ConfigurationError, match="no sweep named"):
+        run_job_file(str(path), resume=True)
+    first = run_job_file(str(path))
+    assert first.name == unique_name
+    with pytest.raises(ConfigurationError, match=f"A sweep named '{unique_name}' already exists.*--resume"):
+        run_job_file(str(path))
+    resumed = run_job_file(str(path), resume=True)
+    assert resumed.mlflow_parent_run_id == first.mlflow_parent_run_id
+    assert sorted(t["trial"] for t in resumed.trials) == sorted(t["trial"] for t in first.trials)  # none run twice
+    assert resumed.stop_reason.startswith("nothing left to run")
