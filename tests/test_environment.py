@@ -5,6 +5,7 @@ import json
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr, ValidationError
@@ -117,6 +118,11 @@ def test_build_then_cache_hit_never_rebuilds(tmp_path, installer):
         check=True,
     )
     assert out.stdout.split()[0] == "1.16.0" and out.stdout.split()[1].startswith(str(tmp_path))
+    # `pip install` in a job installs into the job's environment: its own pip comes first on PATH.
+    pip = Path(built.bin_dir) / "pip"
+    assert pip.exists(), sorted(p.name for p in Path(built.bin_dir).iterdir())
+    where = subprocess.run([str(pip), "--version"], capture_output=True, text=True, check=True).stdout
+    assert str(tmp_path) in where
 
 
 def test_cached_build_finds_what_build_made_and_builds_nothing(tmp_path):

@@ -219,7 +219,7 @@ def _build_into(prefix: Path, environment: TrainingEnvironment, spec: dict[str, 
         )
     python = str(prefix / "bin" / "python")
     if uv:
-        _run_build_step([uv, "venv", "--quiet", "--python", base_python, str(prefix)], env, log, "uv venv")
+        _run_build_step([uv, "venv", "--quiet", "--seed", "--python", base_python, str(prefix)], env, log, "uv venv")
         if requirements:
             _run_build_step([uv, "pip", "install", "--python", python, *requirements], env, log, "uv pip install")
         return "uv"
