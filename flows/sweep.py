@@ -115,7 +115,7 @@ class SlotJob:
 
 # ----------------------------------------------------------------------------- worker side
 
-_studies: dict[tuple[str, str], Any] = {}
+_studies: dict[tuple[str, str, int], Any] = {}
 _studies_lock = threading.Lock()
 _outcomes: dict[tuple[str, int], dict[str, Any]] = {}
 
@@ -721,7 +721,7 @@ def sweep(
             logger.info("Resuming sweep %r: %d trial(s) finished before, %d to run.", name, done_before, to_run)
         started = time.monotonic()
         deadline = time.time() + lim.timeout_seconds if lim.timeout_seconds else None
-        progress_id = create_progress_artifact(
+        progress_id: Any = create_progress_artifact(
             progress=100.0 * done_before / max(capacity, 1),
             key=f"{name}-progress",
             description=f"Trials finished of {capacity} ({lim.max_concurrent_trials} at a time).",
