@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from prefect_mltrain.errors import ConfigurationError
@@ -90,7 +95,14 @@ def _job_run(args: argparse.Namespace) -> int:
 
     use_fast_heartbeats()
 
-    result = run_job_file(args.file, args.set, resume=args.resume)
+    with _watched() as tag:
+        from prefect import tags
+
+        try:
+            with tags(tag):
+                result = run_job_file(args.file, args.set, resume=args.resume)
+        except KeyboardInterrupt:
+            return _cancelled(tag)
     if isinstance(result, SweepResult):
         print(
             f"\nSweep {result.name}: best trial {result.best_trial}, {result.best_value} with {result.best_params}\n"
@@ -101,6 +113,54 @@ def _job_run(args: argparse.Namespace) -> int:
             f"\nMLflow run: {result.mlflow_run_id}\nOutputs:    {result.outputs_dir}\nPrefect:    {result.flow_run_url}"
         )
     return 0
+
+
+@contextlib.contextmanager
+def _watched() -> Iterator[str]:
+    """A tag for the flow runs of this `job run`, and a watchdog that ends them if this process dies.
+
+    The job's own process dies with this one anyway (see `jobs.supervisor`); the watchdog also
+    ends the flow runs that live only in this process (the job file's, a sweep's) as Crashed.
+    """
+    from prefect_mltrain.jobs.launch import SUPERVISOR
+
+    tag = f"mltrain-cli:{uuid.uuid4().hex[:12]}"
+    watchdog = subprocess.Popen(
+        [sys.executable, str(SUPERVISOR), "--parent", str(os.getpid()), "--watch-tag", tag]
+        + ["--tracking-uri", _tracking_uri()],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=open(MltrainSettings().home_dir / "watchdog.log", "ab"),  # noqa: SIM115 - the child keeps it
+        start_new_session=True,
+    )
+    try:
+        yield tag
+    finally:
+        if watchdog.stderr is not None:
+            watchdog.stderr.close()
+
+
+def _tracking_uri() -> str:
+    from prefect_mltrain.blocks import MlflowTracking
+
+    return MlflowTracking().resolved_tracking_uri()
+
+
+def _cancelled(tag: str) -> int:
+    """Ctrl-C on an attached `job run`: the job's processes are stopped, its runs marked, one line said."""
+    from prefect_mltrain.jobs.supervisor import end_tagged_runs
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
+    ended = end_tagged_runs(tag, "Cancelled", "cancelled with Ctrl-C on `prefect-mltrain job run`", _tracking_uri())
+    print(
+        f"\nCancelled: {len(ended)} flow run(s) marked Cancelled, their MLflow runs KILLED; the job's processes are stopped.",
+        file=sys.stderr,
+        flush=True,
+    )
+    sys.stdout.flush()
+    # Now, not at interpreter exit: that would wait for the job's thread, and so for the job. This
+    # process's end is what stops the job (its supervisor kills the job's process group).
+    os._exit(130)
 
 
 def _job_download(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ process's output (in its container, removed afterwards whatever happened).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from prefect_mltrain.system.process import ProcessResult, stream_process
 #: Put first on every job's PYTHONPATH: its sitecustomize keeps the job's MLflow run active
 #: in the script (see that file). Mounted into containers at the same path.
 BOOTSTRAP_DIR = Path(__file__).parent / "bootstrap"
+#: Run by path between the launcher and every job process (see that file).
+SUPERVISOR = Path(__file__).parent / "supervisor.py"
 
 
 def job_pythonpath(env: Mapping[str, str]) -> str:
@@ -44,6 +47,31 @@ def in_environment(
     return placed, None
 
 
+def supervised(argv: Sequence[str], container: str | None = None) -> list[str]:
+    """`argv` under the job supervisor: it dies with this process (see `jobs.supervisor`).
+
+    Should this process die, the supervisor kills the job's process group, removes its
+    `container` and ends the job's MLflow run (KILLED) and its Prefect flow run (Crashed).
+    """
+    wrapped = [sys.executable, str(SUPERVISOR), "--parent", str(os.getpid())]
+    if container:
+        wrapped += ["--container", container]
+    flow_run_id = _flow_run_id()
+    if flow_run_id:
+        wrapped += ["--flow-run-id", flow_run_id]
+    return [*wrapped, "--", *argv]
+
+
+def _flow_run_id() -> str | None:
+    """The flow run this job belongs to (from a flow or a task of one), if any."""
+    from prefect.runtime import flow_run
+
+    try:
+        return flow_run.get_id()
+    except Exception:  # noqa: BLE001 - outside Prefect: nothing to mark
+        return None
+
+
 def run(
     argv: Sequence[str],
     cwd: str | Path,
@@ -66,7 +94,12 @@ def run(
         argv, name = launch.argv, launch.name
     try:
         return stream_process(
-            argv, on_line=on_line, env={**os.environ, **env}, cwd=cwd, timeout=timeout, should_stop=should_stop
+            supervised(argv, container=name),
+            on_line=on_line,
+            env={**os.environ, **env},
+            cwd=cwd,
+            timeout=timeout,
+            should_stop=should_stop,
         )
     finally:
         if name is not None:

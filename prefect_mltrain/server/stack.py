@@ -84,6 +84,9 @@ def start_server(home: Path, port: int, timeout: float = 120.0) -> ServerInfo:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
     env.update(
         PREFECT_HOME=str(home),
+        # The UI asks /ui-settings where its API is; Prefect's default is port 4200, whatever
+        # port this server listens on, so on another port the UI would show another server.
+        PREFECT_SERVER_UI_API_URL=api_url,
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_SERVER_LOGGING_LEVEL="WARNING",
     )
