@@ -153,6 +153,20 @@ class DaskCompute(Block):
             return LOCAL_CLUSTER
         return wanted
 
+    @classmethod
+    def in_process(cls, threads: int = 8) -> DaskCompute:
+        """A Dask cluster of `threads` threads in this process: the default of work that gains
+        nothing from worker processes (a command job runs in a process of its own; a single fit
+        would pay seconds of worker start-up and imports for nothing).
+
+        >>> DaskCompute.in_process().cluster_kwargs["processes"]
+        False
+        """
+        return cls(
+            cluster_class=LOCAL_CLUSTER,
+            cluster_kwargs={"processes": False, "n_workers": 1, "threads_per_worker": threads},
+        )
+
     def check_reachable(self) -> None:
         """Fail fast when `address` is set and nothing answers there.
 

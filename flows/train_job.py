@@ -34,18 +34,6 @@ from prefect_mltrain.tasks.register import register_model
 from prefect_mltrain.tracking.links import TrackedRun, flow_run_info, mlflow_tags, publish_run_links
 
 
-def default_command_compute() -> DaskCompute:
-    """Compute for command jobs when none is given: a Dask cluster of threads in this process.
-
-    The command runs in a process of its own, so worker processes would add nothing but their
-    start-up (seconds: spawning them and importing Prefect in each).
-    """
-    return DaskCompute(
-        cluster_class="distributed.LocalCluster",
-        cluster_kwargs={"processes": False, "n_workers": 1, "threads_per_worker": 8},
-    )
-
-
 @dataclass(kw_only=True)
 class JobResult(TrackedRun):
     """What a finished job leaves: its MLflow run, folders and registered model."""
@@ -231,7 +219,7 @@ def train_job(
     kind, per_instance = check_distribution(distribution, instance_count)
     env = resolve_block(environment, TrainingEnvironment, "environment")
     env.spec()  # a spec that does not parse fails here, before any compute starts
-    target = default_command_compute() if compute is None else resolve_block(compute, DaskCompute, "compute")
+    target = DaskCompute.in_process() if compute is None else resolve_block(compute, DaskCompute, "compute")
     target.check_reachable()
     tracker = resolve_block(tracking, MlflowTracking, "tracking")
     settings = MltrainSettings()

@@ -18,6 +18,7 @@ from prefect_mltrain.estimators.sklearn import BUNDLED_DATASETS, load_dataset, m
 from prefect_mltrain.tasks.register import register_model
 from prefect_mltrain.tasks.sklearn import fit_estimator
 from prefect_mltrain.tracking.links import TrackedRun, flow_run_info, mlflow_tags, publish_run_links
+from prefect_mltrain.tracking.models import save_sklearn_model
 
 
 class FitResult(TrackedRun):
@@ -55,7 +56,9 @@ def train_sklearn(
         test_size: Fraction held out for the test metrics, in (0, 1).
         random_state: Seed of the train/test split.
         model_name: Register the fitted model under this name (lowercase, dashes).
-        compute: A DaskCompute, a saved one's name, or None for a local Dask cluster.
+        compute: A DaskCompute, a saved one's name, or None for a Dask cluster of one thread in
+            this process (`DaskCompute.in_process`: a single fit gains nothing from worker
+            processes but their start-up).
         tracking: An MlflowTracking, a saved one's name, or None for the local store.
         experiment_name: MLflow experiment; the tracking block's when None.
         display_name: Name of the MLflow run.
@@ -72,7 +75,7 @@ def train_sklearn(
         load_dataset(dataset, target_column)  # a bad CSV path or target column fails here
     if model_name is not None:
         check_model_name(model_name)
-    target = resolve_block(compute, DaskCompute, "compute")
+    target = DaskCompute.in_process(threads=1) if compute is None else resolve_block(compute, DaskCompute, "compute")
     tracker = resolve_block(tracking, MlflowTracking, "tracking")
     experiment_id = tracker.ensure_experiment(experiment_name)
     info = flow_run_info()
@@ -88,7 +91,6 @@ def train_sklearn(
                 "random_state": random_state,
             },
         ).result()
-    import mlflow.sklearn
     import sklearn
 
     client = tracker.client()
@@ -111,7 +113,7 @@ def train_sklearn(
         for key, value in fitted["metrics"].items():
             client.log_metric(run_id, key, value)
         with tempfile.TemporaryDirectory() as tmp:
-            mlflow.sklearn.save_model(
+            save_sklearn_model(
                 fitted["model"],
                 Path(tmp) / "model",
                 input_example=fitted["input_example"],

@@ -18,6 +18,7 @@ from prefect_mltrain.errors import ConfigurationError
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.system.net import free_port
 from prefect_mltrain.system.process import stop_pid
+from prefect_mltrain.tracking.models import save_sklearn_model
 
 # Frameworks MLflow serves as they are registered; single files are wrapped first.
 _SERVABLE = ("sklearn", "pyfunc", "pytorch")
@@ -49,12 +50,10 @@ def _mlflow_model_path(entry) -> str:  # type: ignore[no-untyped-def]
             f"Model {entry.document_name!r} is a {entry.framework!r} file, which the scoring server "
             f"cannot load. Fix: register an MLflow model folder (e.g. `mlflow.pytorch.save_model`)."
         )
-    import mlflow.sklearn
-
     target = MltrainSettings().home_dir / "serving" / entry.document_name
     if not (target / "MLmodel").exists():
         shutil.rmtree(target, ignore_errors=True)
-        mlflow.sklearn.save_model(entry.load_model(), str(target), serialization_format="cloudpickle")
+        save_sklearn_model(entry.load_model(), target, serialization_format="cloudpickle")
     return str(target)
 
 
