@@ -9,7 +9,7 @@ from typing import Any
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from prefect_mltrain.errors import ConfigurationError
+from prefect_mltrain.errors import ConfigurationError, ModelNotFoundError
 
 _NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
@@ -105,6 +105,45 @@ class RegisteredModel(Block):
 
     @classmethod
     def version_of(cls, name: str, version: int | None = None) -> RegisteredModel:
-        """Load version `version` of model `name`, or its newest version when None."""
+        """Load version `version` of model `name`, or its newest version when None.
+
+        Raises:
+            ModelNotFoundError: No such model or version; the message lists what exists.
+        """
         check_model_name(name)
-        return cls.load(name if version is None else f"{name}-v{version}")  # type: ignore[return-value]
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
+            raise ConfigurationError(f"`version`={version!r} must be a whole number from 1. Fix: e.g. `version=1`.")
+        return cls.load(name if version is None else f"{name}-v{version}")
+
+    @classmethod
+    def load(cls, name: str, validate: bool = True, client: Any = None) -> Any:  # type: ignore[override]
+        """Prefect's `Block.load`, with an error that lists the versions and models there are.
+
+        Raises:
+            ModelNotFoundError: No document `name` (a `ValueError`, as Prefect's own).
+        """
+        try:
+            return super().load(name, validate=validate, client=client)
+        except ValueError as exc:
+            if "Unable to find block document" not in str(exc):
+                raise
+            raise cls._not_found(name) from None
+
+    @classmethod
+    def _not_found(cls, name: str) -> ModelNotFoundError:
+        from prefect_mltrain.blocks._load import saved_names
+
+        names = saved_names(cls)
+        match = re.fullmatch(r"(.+)-v(\d+)", name)
+        model = match.group(1) if match else name
+        versions = sorted(int(n.rsplit("-v", 1)[1]) for n in names if re.fullmatch(re.escape(model) + r"-v\d+", n))
+        if versions:
+            return ModelNotFoundError(
+                f"Model {model!r} has no version {match.group(2) if match else '(alias)'} (its versions: "
+                f"{', '.join(map(str, versions))}). Fix: ask for one of those, or none for the newest."
+            )
+        models = [n for n in names if not re.search(r"-v\d+$", n)]
+        return ModelNotFoundError(
+            f"No registered model {model!r} (registered: {', '.join(models[:20]) or 'none yet'}). "
+            f"Fix: check the name (`prefect-mltrain model list`), or register it first."
+        )

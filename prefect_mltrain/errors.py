@@ -44,6 +44,10 @@ class ModelRegistrationError(MltrainError):
     """A model could not be registered; nothing was overwritten."""
 
 
+class ModelNotFoundError(ConfigurationError):
+    """No registered model (or no such version of it) by that name."""
+
+
 class MissingDependencyError(MltrainError, ImportError):
     """An optional dependency is not installed."""
 

@@ -9,7 +9,7 @@ from prefect.logging import get_run_logger
 
 from prefect_mltrain.blocks.model import RegisteredModel, check_model_name
 from prefect_mltrain.blocks.tracking import MlflowTracking
-from prefect_mltrain.errors import ModelRegistrationError
+from prefect_mltrain.errors import ModelNotFoundError, ModelRegistrationError
 
 ALIAS_NOTE = "moving alias of the newest version"
 
@@ -40,8 +40,7 @@ def register(
     check_model_name(model_name)
     client = tracking.client()
     run = client.get_run(run_id)
-    if client.search_registered_models(filter_string=f"name = '{model_name}'") == []:
-        client.create_registered_model(model_name)
+    _ensure_registered_model(client, model_name)
     source = f"{run.info.artifact_uri.rstrip('/')}/{artifact_path}"
     version = client.create_model_version(
         model_name,
@@ -67,7 +66,7 @@ def register(
         resources=resources or {},
     )
     try:
-        entry.save(entry.document_name, overwrite=False)
+        _save(entry, entry.document_name, overwrite=False)
     except ValueError:
         client.delete_model_version(model_name, version.version)
         raise ModelRegistrationError(
@@ -78,10 +77,65 @@ def register(
             f"Prefect database. Fix: point both at the stores that belong together, or use "
             f"another `model_name`."
         ) from None
-    # A fresh instance: saving `entry` again would update the version document it came from.
-    alias = RegisteredModel(**{name: getattr(entry, name) for name in RegisteredModel.model_fields})
-    alias.save(model_name, overwrite=True)
+    _point_alias_at_newest(client, model_name)
     return entry
+
+
+def _save(block: RegisteredModel, name: str, overwrite: bool) -> None:
+    """`block.save`, which also registers the block type and schema on first use: done by
+    several processes at once, all but one get ObjectAlreadyExists; then it exists, so again."""
+    from prefect.exceptions import ObjectAlreadyExists
+
+    for attempt in range(3):
+        try:
+            block.save(name, overwrite=overwrite)
+            return
+        except ObjectAlreadyExists:
+            if attempt == 2:
+                raise
+
+
+def _ensure_registered_model(client: Any, model_name: str) -> None:
+    """Create the MLflow registered model unless it exists (another process may create it now)."""
+    from mlflow.exceptions import MlflowException
+
+    if client.search_registered_models(filter_string=f"name = '{model_name}'"):
+        return
+    try:
+        client.create_registered_model(model_name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+
+
+def _point_alias_at_newest(client: Any, model_name: str, passes: int = 5) -> None:
+    """Make the alias document `model_name` a copy of the newest version that has its document.
+
+    Registrations of one name may run at once: each moves the alias only forward, to the
+    newest version it can see, and looks again after its write, so the last one to finish
+    leaves the alias on the newest version whatever the interleaving.
+    """
+    for _ in range(passes):
+        versions = sorted(
+            (int(v.version) for v in client.search_model_versions(f"name = '{model_name}'")), reverse=True
+        )
+        newest = None
+        for number in versions:
+            try:
+                newest = RegisteredModel.load(f"{model_name}-v{number}")
+                break
+            except ModelNotFoundError:
+                continue  # its registration has not saved the document yet: it will move the alias itself
+        if newest is None:
+            return
+        try:
+            if RegisteredModel.load(model_name).version >= newest.version:
+                return
+        except ModelNotFoundError:
+            pass
+        # A fresh instance: saving a loaded one again would update the version document it came from.
+        alias = RegisteredModel(**{name: getattr(newest, name) for name in RegisteredModel.model_fields})
+        _save(alias, model_name, overwrite=True)
 
 
 @task(name="register-model")
