@@ -152,7 +152,8 @@ def test_train_job_deployment_runs_in_a_container(docker_pool, prefect_client, u
     # It ran in a container of the pool's image, now removed (auto_remove).
     assert flow_run.infrastructure_pid and ":" in flow_run.infrastructure_pid
     container_id = flow_run.infrastructure_pid.rsplit(":", 1)[1]
-    assert container_id and _containers_of(flow_run_id) == []
+    assert container_id
+    wait_for(lambda: _containers_of(flow_run_id) == [], timeout=60, what="the finished run's container to go")
     # The script's output reached the flow run's logs through the API.
     assert "test accuracy=" in flow_run_log_text(flow_run_id, must_contain="test accuracy=")
     from prefect_mltrain.blocks import MlflowTracking, RegisteredModel
@@ -185,7 +186,7 @@ def test_sweep_deployment_runs_in_a_container(docker_pool, prefect_client, uniqu
     print(f"sweep in a container: {time.monotonic() - started:.1f} s")
     flow_run_id = _flow_run_id(out.stdout)
     assert prefect_client.read_flow_run(flow_run_id).state.is_completed(), out.stdout[-3000:]
-    assert _containers_of(flow_run_id) == []
+    wait_for(lambda: _containers_of(flow_run_id) == [], timeout=60, what="the finished run's container to go")
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
     trials = [

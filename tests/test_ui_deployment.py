@@ -6,7 +6,9 @@ under the test's tmp dir, and the assertions are on the rendered DOM.
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -63,7 +65,14 @@ def _render(url: str, screenshot: Path) -> str:
     assert dom.returncode == 0 and "<html" in dom.stdout, dom.stderr[-2000:]
     shot = _chromium(url, f"--screenshot={screenshot}")
     assert shot.returncode == 0 and screenshot.stat().st_size > 10_000, shot.stderr[-2000:]
+    screenshot.with_suffix(".html").write_text(dom.stdout)
     return dom.stdout
+
+
+def _text(dom: str) -> str:
+    """The visible text of a rendered page, whitespace collapsed."""
+    dom = re.sub(r"<(style|script)\b.*?</\1>", " ", dom, flags=re.S)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", dom))).strip()
 
 
 @pytest.fixture(scope="module")
@@ -83,16 +92,20 @@ def test_ui_talks_to_this_server() -> None:
 
 def test_deployment_page_and_custom_run_form_show_the_parameters(iris_deployment, tmp_path: Path) -> None:
     ui = os.environ["PREFECT_API_URL"].removesuffix("/api")
-    page = _render(f"{ui}/deployments/deployment/{iris_deployment.id}", tmp_path / "deployment.png")
-    assert "iris" in page and "train-sklearn" in page
-    assert iris_deployment.description and iris_deployment.description in page
-    assert "mltrain-process" in page  # its work pool
+    page_url = f"{ui}/deployments/deployment/{iris_deployment.id}"
+    page = _text(_render(page_url, tmp_path / "deployment.png"))
+    assert "Deployments iris Flow train-sklearn Work Pool mltrain-process" in page, page[:2000]
+    assert "flows/train_sklearn.py:train_sklearn" in page and str(iris_deployment.id) in page
+    description = _text(_render(f"{page_url}?tab=Description", tmp_path / "description.png"))
+    assert iris_deployment.description and iris_deployment.description in description
 
-    form = _render(f"{ui}/deployments/deployment/{iris_deployment.id}/run", tmp_path / "custom-run.png")
-    assert "Custom run" in form or "Run" in form
-    for name, description in PARAMETERS.items():
+    form = _text(_render(f"{page_url}/run", tmp_path / "custom-run.png"))
+    assert "Deployments iris Run Flow train-sklearn" in form and "Parameters" in form
+    for name, text in PARAMETERS.items():
         assert name in form, f"parameter {name!r} is not in the custom run form"
-        assert description in form, f"the description of {name!r} is not in the custom run form"
-    # The deployment's own defaults fill the form.
-    assert "sklearn.linear_model.LogisticRegression" in form and "iris-classifier" in form
-    print(f"screenshots: {tmp_path / 'deployment.png'}, {tmp_path / 'custom-run.png'}")
+        assert text in form, f"the description of {name!r} is not in the custom run form"
+    assert "Property is type" in form and "Validate parameters" in form and "Submit" in form
+    # The deployment's own parameters fill the form: `params` is a JSON editor, whose text is in the
+    # DOM (the text inputs' values are DOM properties, which --dump-dom leaves out; see the screenshot).
+    assert '{ "max_iter" : 500 }' in form
+    print(f"screenshots under {tmp_path}")
