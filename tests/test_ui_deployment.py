@@ -109,3 +109,16 @@ def test_deployment_page_and_custom_run_form_show_the_parameters(iris_deployment
     # DOM (the text inputs' values are DOM properties, which --dump-dom leaves out; see the screenshot).
     assert '{ "max_iter" : 500 }' in form
     print(f"screenshots under {tmp_path}")
+
+
+def test_nightly_iris_page_shows_its_paused_schedule_with_a_toggle(prefect_client, tmp_path: Path) -> None:
+    """The README's way to turn `nightly-iris` on from the UI: the toggle by its schedule."""
+    prefect_cli("work-pool", "create", "mltrain-process", "--type", "process", "--overwrite")
+    prefect_cli("deploy", "--name", "nightly-iris")
+    deployment = prefect_client.read_deployment_by_name("train-sklearn/nightly-iris")
+    ui = os.environ["PREFECT_API_URL"].removesuffix("/api")
+    dom = _render(f"{ui}/deployments/deployment/{deployment.id}", tmp_path / "nightly-iris.png")
+    page = _text(dom)
+    assert "Schedules" in page and "At 02:00 AM" in page, page[:3000]
+    toggles = re.findall(r"<input[^>]*type=\"checkbox\"[^>]*>", dom)
+    assert toggles, "no schedule toggle on the deployment page"
