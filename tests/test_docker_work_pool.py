@@ -69,6 +69,19 @@ def _start_registry(tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
     raise AssertionError("the loopback docker-registry did not start")
 
 
+def _image_id(ref: str) -> str | None:
+    out = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", ref], capture_output=True, text=True)
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _keep_as_cache(image: str) -> None:
+    """Tag `image` as the cache of the next session's build; drop the previous cache image."""
+    previous = _image_id(CACHE_TAG)
+    subprocess.run(["docker", "tag", image, CACHE_TAG], check=True)
+    if previous and previous != _image_id(image):
+        subprocess.run(["docker", "rmi", previous], capture_output=True)  # fails harmlessly if in use
+
+
 @pytest.fixture(scope="module")
 def docker_pool(tmp_path_factory: pytest.TempPathFactory):
     """The image built and pushed by `prefect deploy`, the deployments, a docker worker."""
@@ -100,7 +113,7 @@ def docker_pool(tmp_path_factory: pytest.TempPathFactory):
         )
         timings["deploy (build + push)"] = time.monotonic() - started
         print(f"prefect deploy (image build + push): {timings['deploy (build + push)']:.1f} s")
-        subprocess.run(["docker", "tag", image, CACHE_TAG], check=True)
+        _keep_as_cache(image)
         with worker(POOL, "docker", tmp) as docker_worker:
             yield {"image": image, "port": port, "tag": tag, "deploy_output": out.stdout, "worker": docker_worker}
     finally:
