@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make a Docker engine and the local base image available for the Docker tests.
 # Idempotent and fast when everything is already there:
-#   1. install docker.io, debootstrap and docker-registry with apt-get if missing;
+#   1. install docker.io, debootstrap, docker-registry and chromium (the UI test's headless
+#      browser) with apt-get if missing;
 #   2. start dockerd in the background if no engine answers (waits for `docker info`);
 #   3. build the base image (Debian bookworm + python3, venv, pip, CA certificates) with
 #      debootstrap + `docker import` if it is missing. No image registry is reachable here,
@@ -22,6 +23,8 @@ command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || need_pkgs+=(debootstrap)
 # A registry on loopback for the push test (the tests start it themselves).
 command -v docker-registry >/dev/null 2>&1 || need_pkgs+=(docker-registry)
+# Headless Chromium for tests/test_ui_deployment.py (the Prefect UI's deployment pages).
+command -v chromium >/dev/null 2>&1 || need_pkgs+=(chromium)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     log "installing ${need_pkgs[*]}"
     $SUDO apt-get update -qq
