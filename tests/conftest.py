@@ -28,8 +28,6 @@ def pytest_configure(config: pytest.Config) -> None:
     # The unit tier (`pytest -m unit`) tests pure modules: no server to start.
     if not os.environ.get("PREFECT_API_URL") and config.getoption("markexpr", "") != "unit":
         port = free_port()
-        # The UI's own API URL defaults to port 4200: point it at this server (tests/test_ui_deployment.py).
-        os.environ.setdefault("PREFECT_SERVER_UI_API_URL", f"http://127.0.0.1:{port}/api")
         # Scheduled runs are made within seconds, not a minute (tests/test_schedules.py).
         os.environ.setdefault("PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", "5")
         info = start_server(home / "prefect", port)

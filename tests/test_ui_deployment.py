@@ -82,14 +82,6 @@ def iris_deployment(prefect_client):
     return prefect_client.read_deployment_by_name("train-sklearn/iris")
 
 
-def test_ui_talks_to_this_server() -> None:
-    import httpx
-
-    api_url = os.environ["PREFECT_API_URL"]
-    settings = httpx.get(f"{api_url.removesuffix('/api')}/ui-settings", timeout=10).json()
-    assert settings["api_url"] == api_url
-
-
 def test_deployment_page_and_custom_run_form_show_the_parameters(iris_deployment, tmp_path: Path) -> None:
     ui = os.environ["PREFECT_API_URL"].removesuffix("/api")
     page_url = f"{ui}/deployments/deployment/{iris_deployment.id}"
