@@ -201,8 +201,9 @@ class DaskCompute(Block):
     def _cluster_kwargs(self, cluster_class: str) -> dict[str, Any]:
         kwargs = dict(self.cluster_kwargs)
         if cluster_class in (LOCAL_CLUSTER, LOCAL_CUDA_CLUSTER):
-            # A fixed dashboard port clashes between concurrent flow runs; pick a free one.
-            kwargs.setdefault("dashboard_address", ":0")
+            # A fixed dashboard port clashes between concurrent flow runs; pick a free one, on
+            # loopback only (the dashboard runs code-free but shows every task: not for the LAN).
+            kwargs.setdefault("dashboard_address", "127.0.0.1:0")
         if cluster_class == LOCAL_CLUSTER and self.gpus_per_trial:
             kwargs.setdefault("resources", {"GPU": visible_gpu_count() or 1})
         return kwargs

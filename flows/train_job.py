@@ -216,6 +216,11 @@ def train_job(
     """
     logger = get_run_logger()
     source = _check_job(script, command, source_directory, model_path, model_name)
+    if timeout_seconds is not None and (isinstance(timeout_seconds, bool) or not timeout_seconds > 0):
+        raise ConfigurationError(
+            f"`timeout_seconds`={timeout_seconds!r} must be a positive number of seconds. Fix: e.g. "
+            f"3600, or none for no limit."
+        )
     kind, per_instance = check_distribution(distribution, instance_count)
     env = resolve_block(environment, TrainingEnvironment, "environment")
     env.spec()  # a spec that does not parse fails here, before any compute starts

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from prefect_mltrain.errors import ConfigurationError
 from prefect_mltrain.server.stack import ensure_server, is_healthy, stop_local_server, use_server
@@ -168,11 +169,52 @@ def _job_download(args: argparse.Namespace) -> int:
     from prefect_mltrain.blocks import MlflowTracking
 
     client = MlflowTracking().client()
+    run_id = _mlflow_run_of(client, args.run_id)
     target = Path(args.output or args.run_id).resolve()
     target.mkdir(parents=True, exist_ok=True)
-    local = client.download_artifacts(args.run_id, args.path, str(target))
+    local = client.download_artifacts(run_id, args.path, str(target))
     print(local)
     return 0
+
+
+def _mlflow_run_of(client: Any, job_id: str) -> str:
+    """The MLflow run of `job_id`: an MLflow run id, or the id of the job's Prefect flow run
+    (the one `job run` prints, or its `train-job` subflow's)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_run(job_id).info.run_id)
+    except MlflowException:
+        pass
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    flow_runs = [job_id, *_subflow_run_ids(job_id)]
+    for flow_run_id in flow_runs:
+        runs = client.search_runs(
+            experiments, filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}'", order_by=["start_time ASC"]
+        )
+        if runs:
+            return str(runs[0].info.run_id)
+    raise ConfigurationError(
+        f"No MLflow run and no job's Prefect flow run has the id {job_id!r}. Fix: pass the "
+        f"`MLflow run:` id or the flow run id that `prefect-mltrain job run` printed."
+    )
+
+
+def _subflow_run_ids(flow_run_id: str) -> list[str]:
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    try:
+        parent = UUID(flow_run_id)
+    except ValueError:
+        return []
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent]))
+        )
+    return [str(run.id) for run in children]
 
 
 def _model(args: argparse.Namespace) -> int:

@@ -139,7 +139,9 @@ def test_failed_build_leaves_nothing(tmp_path):
     with pytest.raises(EnvironmentBuildError, match="failed with exit code") as err:
         build(env, tmp_path, installer="uv")
     assert "no-such-package" in str(err.value)
+    assert "UV_NATIVE_TLS" not in str(err.value)  # no deprecation warning of our own making
     assert not (tmp_path / env.content_hash()[:16]).exists()
+    assert list(tmp_path.iterdir()) == []  # no lock file either
 
 
 def test_leftover_of_a_killed_build_is_not_used(tmp_path):

@@ -91,3 +91,13 @@ def test_cli_model_commands_on_missing_models_print_one_error_line():
         assert out.returncode == 2, out
         assert "Traceback" not in out.stderr, out.stderr
         assert "error: No registered model 'no-such-model'" in out.stderr, out.stderr
+
+
+def test_serving_on_an_impossible_port_fails_at_once():
+    from prefect_mltrain.errors import ConfigurationError
+    from prefect_mltrain.registry import serving
+
+    started = time.monotonic()
+    with pytest.raises(ConfigurationError, match=r"`port`=99999 is not a TCP port \(1-65535\)"):
+        serving.serve(object(), port=99999)
+    assert time.monotonic() - started < 2

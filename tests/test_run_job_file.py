@@ -121,6 +121,28 @@ def test_cli_job_run_streams_and_downloads(job_dir, tmp_path):
     )
     assert down.returncode == 0, down.stderr[-2000:]
     assert (tmp_path / "dl" / "outputs" / "model" / "copied.csv").exists()
+    # By the id of the flow run that `job run` printed, as `az ml job download --name`.
+    flow_run_url = next(line.split()[-1] for line in out.stdout.splitlines() if line.startswith("Prefect:"))
+    flow_run_id = flow_run_url.rsplit("/")[-1]
+    down = subprocess.run(
+        [exe, "job", "download", flow_run_id, "-o", str(tmp_path / "by-flow-run")],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        timeout=120,
+    )
+    assert down.returncode == 0, down.stderr[-2000:]
+    assert (tmp_path / "by-flow-run" / "outputs" / "model" / "copied.csv").exists()
+    unknown = subprocess.run(
+        [exe, "job", "download", "no-such-job", "-o", str(tmp_path / "unknown")],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        timeout=120,
+    )
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr, unknown.stderr[-2000:]
+    assert "error: No MLflow run and no job's Prefect flow run has the id 'no-such-job'" in unknown.stderr
+    assert not (tmp_path / "unknown").exists()  # nothing half-made
 
 
 def test_cli_rejects_bad_file_before_starting_anything(tmp_path):

@@ -126,13 +126,24 @@ def find_python(version: str | None) -> str:
 
 @contextmanager
 def _exclusive(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_path` (concurrent builds of one environment wait here).
+
+    The file goes when its holder is done, unless another builder already waits on it (a link
+    count check after taking the lock tells a file that was removed meanwhile: then lock again).
+    """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as handle:
+    while True:
+        handle = open(lock_path, "a")  # noqa: SIM115 - closed below, after the unlock
         fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        if os.fstat(handle.fileno()).st_nlink:  # still the file at that path: ours
+            break
+        handle.close()
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
 
 
 def _read_marker(prefix: Path) -> dict[str, Any] | None:
@@ -198,7 +209,9 @@ def _run_build_step(argv: list[str], env: dict[str, str], log: Any, what: str) -
 
 def _build_into(prefix: Path, environment: TrainingEnvironment, spec: dict[str, Any], installer: str, log: Any) -> str:
     """Create the environment in `prefix`; return the installer used."""
-    env = dict(os.environ, UV_PYTHON_DOWNLOADS="never", UV_NATIVE_TLS="1")
+    env = dict(
+        os.environ, UV_PYTHON_DOWNLOADS="never", UV_SYSTEM_CERTS="1"
+    )  # UV_NATIVE_TLS is deprecated: a warning on every uv error
     if environment.index_url:
         # Through the environment, not argv, so credentials never show in logs or `ps`.
         env["PIP_EXTRA_INDEX_URL"] = env["UV_EXTRA_INDEX_URL"] = index_url_with_credentials(environment)

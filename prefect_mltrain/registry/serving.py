@@ -65,6 +65,10 @@ def serve(entry: Any, port: int | None = None, host: str = "127.0.0.1", timeout:
     Raises:
         ConfigurationError: The model is not servable, or the server did not come up (log tail).
     """
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
+        raise ConfigurationError(
+            f"`port`={port!r} is not a TCP port (1-65535). Fix: pass e.g. 5001, or none for a free one."
+        )
     name = entry.model_name
     running = status(name)
     if running is not None:
