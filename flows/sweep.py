@@ -30,9 +30,12 @@ from prefect_mltrain.errors import ConfigurationError, MetricNotReportedError, S
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.sweep import runner, study
 from prefect_mltrain.sweep.config import Limits, Objective
+from prefect_mltrain.sweep.plan import SweepPlan, check_registrable, plan_sweep
 from prefect_mltrain.sweep.runner import SlotPlan
-from prefect_mltrain.sweep.study import SweepPlan, SweepResult, study_path, study_storage
+from prefect_mltrain.sweep.study import SweepResult, study_path, study_storage
 from prefect_mltrain.sweep.termination import TerminationPolicy
+from prefect_mltrain.sweep.trial import TrialSpec
+from prefect_mltrain.sweep.trial_run import run_trial
 from prefect_mltrain.tracking.links import flow_run_info, mlflow_tags
 
 __all__ = [
@@ -64,11 +67,11 @@ def sweep_trial(
 
     Ends Completed, `Pruned` (a Completed state) with the reason when the early-termination
     policy or the sweep's timeout stopped it, or Failed. The state's data is the trial's
-    outcome (`sweep.runner.run_trial`), which the slot that ran it reads back.
+    outcome (`sweep.trial_run.run_trial`), which the slot that ran it reads back.
     """
     if plan is None:
         raise ConfigurationError("`sweep-trial` runs only under a sweep's `trial-slot` task, which passes its plan.")
-    outcome = runner.run_trial(plan, number, params, trial_id, list(gpu_ids or []))
+    outcome = run_trial(plan, number, params, trial_id, list(gpu_ids or []))
     if outcome["state"] == "PRUNED":
         return Completed(name="Pruned", message=outcome["reason"], data=outcome)
     if outcome["state"] == "FAIL":
@@ -124,12 +127,12 @@ def check_sweep(
     register_best_model_as: str | None,
 ) -> SweepPlan:
     """Validate every argument of a sweep together; raise `ConfigurationError` on the first problem."""
-    plan = study.plan_sweep(
+    plan = plan_sweep(
         trial, search_space, objective, sampling_algorithm_, limits, early_termination, seed, name, _load_block
     )
     if register_best_model_as is not None:
         check_model_name(register_best_model_as)
-        study.check_registrable(plan.spec, register_best_model_as)
+        check_registrable(plan.spec, register_best_model_as)
     return plan
 
 
@@ -192,9 +195,7 @@ def sweep(
         print(result.best_value, result.best_params, result.model_block)
         ```
     """
-    from prefect.artifacts import create_progress_artifact, update_progress_artifact
-    from prefect.client.orchestration import get_client
-
+    # The docstring above is the flow's help in the Prefect UI's run form; the body is short.
     logger = get_run_logger()
     plan = check_sweep(
         trial,
@@ -207,75 +208,70 @@ def sweep(
         name,
         register_best_model_as,
     )
-    name, lim = plan.name, plan.limits
     target = resolve_block(compute, DaskCompute, "compute")
     target.check_reachable()
     tracker = resolve_block(tracking, MlflowTracking, "tracking")
     home = MltrainSettings().home_dir
-    path = study_path(home, name)
     info = flow_run_info()
-
-    with study.sweep_lock(home / "sweeps" / f"{name}.lock", name):
-        opened, resumed = study.open_study(plan, path)
-        if requeued := study.recover(opened):
-            logger.info("Resumed: %d trial(s) left running by the previous run were queued again.", requeued)
-        experiment_id = tracker.ensure_experiment(experiment_name)
-        client = tracker.client()
-        parent_run_id = study.open_parent_run(client, experiment_id, opened, plan, mlflow_tags(info))
-        if killed := study.kill_stale_runs(client, experiment_id, name, parent_run_id):
-            logger.info("Ended %d MLflow run(s) left RUNNING by a killed run of this sweep (KILLED).", killed)
-        concurrency_limit = f"mltrain-sweep-{name}"
-        with get_client(sync_client=True) as prefect_client:
-            prefect_client.upsert_global_concurrency_limit_by_name(concurrency_limit, lim.max_concurrent_trials)
-
-        left = study.remaining(opened, plan)
-        if resumed:
-            logger.info(
-                "Resuming sweep %r: %d trial(s) finished before, %d to run.", name, left.done_before, left.to_run
-            )
+    with study.sweep_lock(home / "sweeps" / f"{plan.name}.lock", plan.name):
+        path = study_path(home, plan.name)
+        opened = study.open_sweep(plan, path, tracker, experiment_name, mlflow_tags(info), logger)
         started = time.monotonic()
-        progress_id: Any = create_progress_artifact(
-            progress=100.0 * left.done_before / max(left.capacity, 1),
-            key=f"{name}-progress",
-            description=f"Trials finished of {left.capacity} ({lim.max_concurrent_trials} at a time).",
-        )
-        slot_plan = SlotPlan(
-            study=runner.StudyRef(name, str(path), plan.space, plan.algorithm, plan.policy),
-            trial=runner.TrialSettings(plan.spec, plan.objective, lim.trial_timeout_seconds, lim.trial_retries),
-            tracking=runner.TrialTracking(tracker, experiment_id, parent_run_id),
-            control=runner.SlotControl(
-                concurrency_limit,
-                deadline=time.time() + lim.timeout_seconds if lim.timeout_seconds else None,
-                goal_value=lim.goal_value,
-            ),
-            gpus_per_trial=target.gpus_per_trial,
-        )
-        progress = runner.Progress(lambda p: update_progress_artifact(progress_id, p), left.done_before, left.capacity)
-        slots = min(lim.max_concurrent_trials, left.to_run) if not left.goal_reached else 0
-        stop_reason = left.stop_reason
-        with study.ends_parent_run_on_error(client, parent_run_id), target.task_runner() as task_runner:
-            ran = runner.run_trials(
-                task_runner, trial_slot, slot_plan, slots, left.to_run, target.worker_resources(), opened, progress
-            )
-        if ran.stop_reason:
-            stop_reason = ran.stop_reason
-        elif ran.timed_out:
-            stop_reason = f"timeout_seconds={lim.timeout_seconds} passed"
-
-        result = study.finish(opened, plan, client, parent_run_id, stop_reason, experiment_id, info["url"])
-        logger.info(
-            "Sweep %r done in %.1f s (%s): %s", name, time.monotonic() - started, stop_reason, study.counts(result)
-        )
+        stop_reason = _run_trials(plan, opened, target, tracker, logger)
+        result = study.finish(opened, plan, stop_reason, info["url"])
+        elapsed = time.monotonic() - started
+        logger.info("Sweep %r done in %.1f s (%s): %s", plan.name, elapsed, stop_reason, study.counts(result))
         if register_best_model_as and result.best_trial is not None and plan.spec.model_artifact:
-            from prefect_mltrain.tasks.register import register_model
-
-            entry = register_model(
-                tracker,
-                register_best_model_as,
-                str(result.best_mlflow_run_id),
-                plan.spec.model_artifact,
-                plan.spec.framework,
-                flow_run_id=info["id"] or None,
-            )
-            result.model_block, result.model_version = entry.document_name, entry.version
+            _register_best(result, plan.spec, tracker, register_best_model_as, info["id"] or None)
         return result
+
+
+def _register_best(result: SweepResult, spec: TrialSpec, tracker: MlflowTracking, name: str, flow_run_id: Any) -> None:
+    """Register the best trial's model as `name` (an MLflow version and `RegisteredModel` blocks)."""
+    from prefect_mltrain.tasks.register import register_model
+
+    artifact = str(spec.model_artifact)  # the flow registers only trials that log a model
+    entry = register_model(
+        tracker, name, str(result.best_mlflow_run_id), artifact, spec.framework, flow_run_id=flow_run_id
+    )
+    result.model_block, result.model_version = entry.document_name, entry.version
+
+
+def _run_trials(
+    plan: SweepPlan, opened: study.OpenedSweep, target: DaskCompute, tracker: MlflowTracking, logger: Any
+) -> str:
+    """Run the trials left to run on `target`, showing progress; return why the sweep stopped."""
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+    from prefect.client.orchestration import get_client
+
+    name, lim = plan.name, plan.limits
+    concurrency_limit = f"mltrain-sweep-{name}"
+    with get_client(sync_client=True) as prefect_client:
+        prefect_client.upsert_global_concurrency_limit_by_name(concurrency_limit, lim.max_concurrent_trials)
+    left = study.remaining(opened.study, plan)
+    if opened.resumed:
+        logger.info("Resuming sweep %r: %d trial(s) finished before, %d to run.", name, left.done_before, left.to_run)
+    deadline = time.time() + lim.timeout_seconds if lim.timeout_seconds else None
+    progress_id: Any = create_progress_artifact(
+        progress=100.0 * left.done_before / max(left.capacity, 1),
+        key=f"{name}-progress",
+        description=f"Trials finished of {left.capacity} ({lim.max_concurrent_trials} at a time).",
+    )
+    progress = runner.Progress(lambda p: update_progress_artifact(progress_id, p), left.done_before, left.capacity)
+    slot_plan = SlotPlan(
+        study=runner.StudyRef(name, str(opened.path), plan.space, plan.algorithm, plan.policy),
+        trial=runner.TrialSettings(plan.spec, plan.objective, lim.trial_timeout_seconds, lim.trial_retries),
+        tracking=runner.TrialTracking(tracker, opened.experiment_id, opened.parent_run_id),
+        control=runner.SlotControl(concurrency_limit, deadline, lim.goal_value),
+        gpus_per_trial=target.gpus_per_trial,
+    )
+    slots = min(lim.max_concurrent_trials, left.to_run) if not left.goal_reached else 0
+    with study.ends_parent_run_on_error(opened), target.task_runner() as task_runner:
+        ran = runner.run_trials(
+            task_runner, trial_slot, slot_plan, slots, left.to_run, target.worker_resources(), opened.study, progress
+        )
+    if ran.stop_reason:
+        return ran.stop_reason
+    if ran.timed_out:
+        return f"timeout_seconds={lim.timeout_seconds} passed"
+    return left.stop_reason

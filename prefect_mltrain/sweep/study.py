@@ -1,9 +1,9 @@
-"""The study side of a sweep: its checked plan, its Optuna study and MLflow parent run, its summary.
+"""The study side of a sweep: its Optuna study and MLflow parent run, opened or resumed, and its end.
 
-The `sweep` flow (`flows/sweep.py`) checks its arguments into a `SweepPlan`, holds the sweep's
-name (`sweep_lock`), opens or resumes the study (`open_study`, `recover`) and the MLflow parent
-run (`open_parent_run`), lets `sweep.runner` run the trials, and ends with `finish`: the
-leaderboard, the charts, the parent run's metrics and the `SweepResult`.
+The `sweep` flow (`flows/sweep.py`) checks its arguments into a `SweepPlan` (`sweep.plan`),
+holds the sweep's name (`sweep_lock`), opens or resumes the study and the MLflow parent run
+(`open_sweep`: `open_study`, `recover`, `open_parent_run`), lets `sweep.runner` run the trials,
+and ends with `finish`: the leaderboard, the charts, the parent run's metrics, the `SweepResult`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,34 +22,11 @@ from prefect_mltrain._compat.optuna import trial_by_id
 from prefect_mltrain._compat.optuna import trial_id as storage_id
 from prefect_mltrain.errors import ConfigurationError, SweepLockedError
 from prefect_mltrain.sweep import charts
-from prefect_mltrain.sweep.config import Limits, Objective, as_dataclass
+from prefect_mltrain.sweep.config import Objective
 from prefect_mltrain.sweep.journal import import_optuna, journal_storage
-from prefect_mltrain.sweep.sampling import SamplingAlgorithm, sampling_algorithm
-from prefect_mltrain.sweep.space import SearchSpace
-from prefect_mltrain.sweep.termination import TerminationPolicy, termination_policy
-from prefect_mltrain.sweep.trial import TrialSpec, trial_spec
-
-_SWEEP_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
-
-
-@dataclass(frozen=True)
-class SweepPlan:
-    """A sweep's arguments, checked together (`plan_sweep`)."""
-
-    spec: TrialSpec
-    space: SearchSpace
-    objective: Objective
-    algorithm: Any
-    limits: Limits
-    policy: TerminationPolicy | None
-    name: str
-
-    def capacity(self) -> int:
-        """Trials the whole sweep runs at most: `max_total_trials`, or fewer for a smaller grid."""
-        capacity = self.limits.max_total_trials
-        if isinstance(self.algorithm, SamplingAlgorithm):
-            capacity = int(min(capacity, self.algorithm.size(self.space)))
-        return capacity
+from prefect_mltrain.sweep.plan import SweepPlan
+from prefect_mltrain.sweep.sampling import SamplingAlgorithm
+from prefect_mltrain.sweep.termination import TerminationPolicy
 
 
 @dataclass
@@ -82,76 +58,16 @@ class Remaining:
     goal_reached: bool
 
 
-# ----------------------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class OpenedSweep:
+    """A sweep's study and MLflow parent run, open (`open_sweep`): what the runner and `finish` work on."""
 
-
-def plan_sweep(
-    trial: Any,
-    search_space: Any,
-    objective: Any,
-    sampling_algorithm_: Any,
-    limits: Any,
-    early_termination: Any,
-    seed: int | None,
-    name: str | None,
-    load_block: Callable[[str, Any], Any],
-) -> SweepPlan:
-    """Check a sweep's arguments together; raise `ConfigurationError` on the first problem.
-
-    `load_block(field, value)` loads a saved block a trial refers to (`TrialSpec.with_blocks`).
-    """
-    goal = as_dataclass(Objective, objective, "objective") if objective is not None else None
-    if goal is None:
-        raise ConfigurationError(
-            "`objective` is required: the metric to optimize and its goal, e.g. "
-            "Objective(primary_metric='accuracy', goal='maximize')."
-        )
-    goal.check()
-    space = SearchSpace.parse(search_space)
-    algorithm = sampling_algorithm(sampling_algorithm_, seed)
-    if isinstance(algorithm, SamplingAlgorithm):
-        algorithm.check(space)
-    policy = termination_policy(early_termination)
-    if (
-        policy is not None
-        and isinstance(algorithm, SamplingAlgorithm)
-        and algorithm.adaptive
-        and policy.type in ("bandit", "median_stopping", "truncation_selection")
-    ):
-        raise ConfigurationError(
-            f"`early_termination`={policy.type!r} cannot act with `sampling_algorithm`='bayesian': as in "
-            f"Azure ML, bayesian sampling learns from finished trials only, and trials stopped by "
-            f"{policy.type} would be fed to it as results of configurations that never finished. "
-            f"Fix: use 'random' or 'sobol' with {policy.type}, drop `early_termination`, or use "
-            f"'asha'/'hyperband', which Optuna's TPE sampler is built to work with."
-        )
-    lim = as_dataclass(Limits, limits, "limits")
-    lim.check()
-    spec = trial_spec(trial).with_blocks(load_block)
-    spec.check(space)
-    return SweepPlan(spec, space, goal, algorithm, lim, policy, _checked_name(name))
-
-
-def _checked_name(name: str | None) -> str:
-    if name is None:
-        name = f"sweep-{int(time.time())}"
-    if not isinstance(name, str) or not _SWEEP_NAME.match(name):
-        suggestion = re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-") or "my-sweep"
-        raise ConfigurationError(
-            f"`name`={name!r} must be lowercase letters and digits joined by single dashes (it names "
-            f"the study, the concurrency limit and the runs). Fix: use {suggestion!r}."
-        )
-    return name
-
-
-def check_registrable(spec: TrialSpec, register_best_model_as: str) -> None:
-    """Raise `ConfigurationError` when the best trial's model cannot be registered: the trial logs none."""
-    if not spec.model_artifact:
-        raise ConfigurationError(
-            f"`register_best_model_as`={register_best_model_as!r} needs trials that log a model, but "
-            f"this {spec.type} trial logs none. Fix: SklearnTrial(log_model=True), "
-            f"CommandTrial(model_path='outputs/...'), or FunctionTrial(fn, model_artifact='model')."
-        )
+    study: Any
+    resumed: bool
+    path: Path
+    client: Any
+    experiment_id: str
+    parent_run_id: str
 
 
 # ----------------------------------------------------------------------------- the study
@@ -340,7 +256,7 @@ def kill_stale_runs(client: Any, experiment_id: str, name: str, parent_run_id: s
 
 
 @contextlib.contextmanager
-def ends_parent_run_on_error(client: Any, parent_run_id: str) -> Iterator[None]:
+def ends_parent_run_on_error(opened: OpenedSweep) -> Iterator[None]:
     """End the parent run FAILED (KILLED when interrupted) if the block raises; `finish` ends it otherwise."""
     status = "FAILED"
     try:
@@ -351,7 +267,25 @@ def ends_parent_run_on_error(client: Any, parent_run_id: str) -> Iterator[None]:
         raise
     finally:
         if status != "FINISHED":
-            client.set_terminated(parent_run_id, status=status)
+            opened.client.set_terminated(opened.parent_run_id, status=status)
+
+
+def open_sweep(
+    plan: SweepPlan, path: Path, tracker: Any, experiment_name: str | None, tags: dict[str, str], logger: Any
+) -> OpenedSweep:
+    """Open or resume the study at `path` and the MLflow parent run (in `tracker`'s experiment).
+
+    Trials a killed run left RUNNING are queued again, and its MLflow runs end KILLED.
+    """
+    study, resumed = open_study(plan, path)
+    if requeued := recover(study):
+        logger.info("Resumed: %d trial(s) left running by the previous run were queued again.", requeued)
+    experiment_id = tracker.ensure_experiment(experiment_name)
+    client = tracker.client()
+    parent_run_id = open_parent_run(client, experiment_id, study, plan, tags)
+    if killed := kill_stale_runs(client, experiment_id, plan.name, parent_run_id):
+        logger.info("Ended %d MLflow run(s) left RUNNING by a killed run of this sweep (KILLED).", killed)
+    return OpenedSweep(study, resumed, path, client, experiment_id, parent_run_id)
 
 
 # ----------------------------------------------------------------------------- the end
@@ -381,15 +315,7 @@ def rows(study: Any, goal: Objective) -> list[dict[str, Any]]:
     return done + rest
 
 
-def finish(
-    study: Any,
-    plan: SweepPlan,
-    client: Any,
-    parent_run_id: str,
-    stop_reason: str,
-    experiment_id: str,
-    flow_run_url: str,
-) -> SweepResult:
+def finish(opened: OpenedSweep, plan: SweepPlan, stop_reason: str, flow_run_url: str) -> SweepResult:
     """End the sweep: leaderboard and chart artifacts, the parent run's metrics and tags (FINISHED).
 
     Returns:
@@ -399,6 +325,7 @@ def finish(
     from prefect.artifacts import create_table_artifact
 
     name, goal = plan.name, plan.objective
+    study, client, parent_run_id = opened.study, opened.client, opened.parent_run_id
     leaderboard = rows(study, goal)
     best = next((r for r in leaderboard if r[goal.primary_metric] is not None), None)
     by_state = {s: sum(1 for r in leaderboard if r["state"] == s) for s in ("COMPLETE", "PRUNED", "FAIL")}
@@ -427,7 +354,7 @@ def finish(
         best_params={k: best[k] for k in plan.space} if best else {},
         best_mlflow_run_id=best["mlflow_run_id"] if best else None,
         mlflow_parent_run_id=parent_run_id,
-        experiment_id=experiment_id,
+        experiment_id=opened.experiment_id,
         flow_run_url=flow_run_url,
         stop_reason=stop_reason,
         trials=leaderboard,
