@@ -86,3 +86,11 @@ class InvalidDatasetError(ConfigurationError):
 
 class DistributedTrainingError(MltrainError):
     """A rank of a distributed training run failed or could not be placed; the run stopped."""
+
+
+class MetricNotReportedError(MltrainError):
+    """A finished trial did not report the sweep's primary metric."""
+
+
+class SweepLockedError(MltrainError):
+    """Another process is running a sweep of the same name."""

@@ -108,7 +108,7 @@ def test_deployment_parameters_validate_like_a_deployment_run():
     schema = parameter_schema(sweep.fn)
     assert {"trial", "search_space", "objective", "limits", "early_termination"} <= set(schema.properties)
     validated = sweep.validate_parameters(DEPLOYMENT_PARAMETERS)
-    spec, space, goal, algorithm, limits, policy, name = check_sweep(
+    plan = check_sweep(
         validated["trial"],
         validated["search_space"],
         validated["objective"],
@@ -119,6 +119,6 @@ def test_deployment_parameters_validate_like_a_deployment_run():
         validated["name"],
         validated["register_best_model_as"],
     )
-    assert spec.model_artifact == "model" and goal.primary_metric == "accuracy"
-    assert limits.max_concurrent_trials == 2 and policy.type == "median_stopping" and name == "iris-logreg"
-    assert space.to_dict()["fit_intercept"]["values"] == [True, False]
+    assert plan.spec.model_artifact == "model" and plan.objective.primary_metric == "accuracy"
+    assert plan.limits.max_concurrent_trials == 2 and plan.policy is not None and plan.policy.type == "median_stopping"
+    assert plan.name == "iris-logreg" and plan.space.to_dict()["fit_intercept"]["values"] == [True, False]
