@@ -13,6 +13,7 @@ from prefect_mltrain.errors import ConfigurationError
 from prefect_mltrain.sweep.space import SearchSpace
 from prefect_mltrain.sweep.trial_base import TrialContext, TrialSpec
 from prefect_mltrain.tracking.client import mlflow_client
+from prefect_mltrain.tracking.models import save_sklearn_model
 
 
 @dataclass
@@ -64,11 +65,9 @@ class SklearnTrial(TrialSpec):
         model.fit(X_train, y_train)
         metrics = {**score(model, X_test, y_test), "fit_seconds": time.perf_counter() - started}
         if self.log_model and context.mlflow_run_id:
-            import mlflow.sklearn
-
             client = mlflow_client(tracking_uri=context.mlflow_env.get("MLFLOW_TRACKING_URI"))
             with tempfile.TemporaryDirectory() as tmp:
-                mlflow.sklearn.save_model(model, Path(tmp) / "model")
+                save_sklearn_model(model, Path(tmp) / "model")  # no requirement inference per trial
                 client.log_artifacts(context.mlflow_run_id, str(Path(tmp) / "model"), "model")
         return metrics
 
