@@ -151,6 +151,10 @@ def run_job_file(path: str, overrides: list[str] | None = None, resume: bool = F
             command = f"mkdir -p {' '.join(shlex.quote(p) for p in outputs.values())} && {command}"
         get_run_logger().info("Job file %s: %s", job.path.name, command)
         tags: dict[str, Any] = {**job.tags, "mltrain.job_file": str(job.path)}
+        if job.name:
+            tags["mltrain.job_name"] = job.name
+        if job.description:
+            tags["mlflow.note.content"] = job.description  # the MLflow UI shows it as the run's description
         return train_job(
             command=command,
             source_directory=str(job.code),

@@ -81,12 +81,22 @@ def _job_run(args: argparse.Namespace) -> int:
             argv += ["--set", item]
         if args.resume:
             argv.append("--resume")
+        _connect()
+        tag = _new_tag()
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, _TAG_VARIABLE: tag},
             )
+        job_id = _first_flow_run(tag, proc)
         print(
-            f"Submitted (pid {proc.pid}); its output goes to {log}. Follow it in the Prefect UI, flow 'run-job-file'."
+            f"Submitted: job {job_id or '(not started yet)'} (pid {proc.pid}); its output goes to {log}.\n"
+            f"Follow it: prefect-mltrain job stream {job_id or '<id>'}   Cancel it: prefect-mltrain job cancel "
+            f"{job_id or '<id>'}"
         )
         return 0
     _connect()
@@ -116,6 +126,35 @@ def _job_run(args: argparse.Namespace) -> int:
     return 0
 
 
+_TAG_VARIABLE = "MLTRAIN_CLI_TAG"  # from `job run --detach` to the `job run` it starts
+
+
+def _new_tag() -> str:
+    from prefect_mltrain.jobs.records import CLI_TAG
+
+    return f"{CLI_TAG}{uuid.uuid4().hex[:12]}"
+
+
+def _first_flow_run(tag: str, proc: subprocess.Popen, timeout: float = 30.0) -> str | None:  # type: ignore[type-arg]
+    """The id of the first flow run tagged `tag` (the detached job's), once it exists."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline and proc.poll() is None:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])),
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+                limit=1,
+            )
+            if runs:
+                return str(runs[0].id)
+            time.sleep(0.25)
+    return None
+
+
 @contextlib.contextmanager
 def _watched() -> Iterator[str]:
     """A tag for the flow runs of this `job run`, and a watchdog that ends them if this process dies.
@@ -124,8 +163,12 @@ def _watched() -> Iterator[str]:
     ends the flow runs that live only in this process (the job file's, a sweep's) as Crashed.
     """
     from prefect_mltrain.jobs.launch import SUPERVISOR
+    from prefect_mltrain.jobs.records import cli_run_file
 
-    tag = f"mltrain-cli:{uuid.uuid4().hex[:12]}"
+    tag = os.environ.pop(_TAG_VARIABLE, "") or _new_tag()
+    pid_file = cli_run_file(MltrainSettings().home_dir, tag)  # how `job cancel` finds this process
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(json.dumps({"pid": os.getpid()}))
     watchdog = subprocess.Popen(
         [sys.executable, str(SUPERVISOR), "--parent", str(os.getpid()), "--watch-tag", tag]
         + ["--tracking-uri", _tracking_uri()],
@@ -137,6 +180,7 @@ def _watched() -> Iterator[str]:
     try:
         yield tag
     finally:
+        pid_file.unlink(missing_ok=True)
         if watchdog.stderr is not None:
             watchdog.stderr.close()
 
@@ -215,6 +259,55 @@ def _subflow_run_ids(flow_run_id: str) -> list[str]:
             flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent]))
         )
     return [str(run.id) for run in children]
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
+
+
+def _job_list(args: argparse.Namespace) -> int:
+    _connect()
+    from prefect_mltrain.blocks import MlflowTracking
+    from prefect_mltrain.jobs.records import list_jobs
+
+    print(f"{'ID':<36}  {'NAME':<24} {'FLOW':<14} {'STATE':<10} {'TIME':>5}  METRICS")
+    for job in list_jobs(MlflowTracking().client(), args.limit):
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(job.metrics.items())[:2])
+        print(
+            f"{job.id:<36}  {job.name[:24]:<24} {job.flow[:14]:<14} {job.state[:10]:<10} "
+            f"{_duration(job.seconds):>5}  {metrics}"
+        )
+    return 0
+
+
+def _job_show(args: argparse.Namespace) -> int:
+    _connect()
+    from dataclasses import asdict
+
+    from prefect_mltrain.blocks import MlflowTracking
+    from prefect_mltrain.jobs.records import show_job
+
+    print(json.dumps(asdict(show_job(MlflowTracking().client(), args.id)), indent=2, default=str))
+    return 0
+
+
+def _job_stream(args: argparse.Namespace) -> int:
+    _connect()
+    from prefect_mltrain.jobs.records import stream_job
+
+    state = stream_job(args.id, lambda line: print(line, flush=True))
+    print(f"Job {args.id} ended: {state}", flush=True)
+    return 0 if state == "Completed" else 1
+
+
+def _job_cancel(args: argparse.Namespace) -> int:
+    _connect()
+    from prefect_mltrain.jobs.records import cancel_job
+
+    print(cancel_job(args.id, MltrainSettings().home_dir))
+    return 0
 
 
 def _model(args: argparse.Namespace) -> int:
@@ -308,6 +401,17 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("--path", default="outputs")
     download.add_argument("--output", "-o", help="Folder to download into (default: ./<run id>).")
     download.set_defaults(func=_job_download)
+    listing = job_sub.add_parser("list", help="Recent jobs: id, name, flow, state, duration, metrics.")
+    listing.add_argument("--limit", type=int, default=20)
+    listing.set_defaults(func=_job_list)
+    for verb, helptext, func in (
+        ("show", "A job's state, inputs, environment, MLflow run, outputs and error.", _job_show),
+        ("stream", "Follow a job's logs live until it ends; exit 0 when it completed.", _job_stream),
+        ("cancel", "Cancel a running job: its processes are stopped, Prefect Cancelled.", _job_cancel),
+    ):
+        command = job_sub.add_parser(verb, help=helptext)
+        command.add_argument("id", help="The job's flow run id (`job run` prints it; see `job list`).")
+        command.set_defaults(func=func)
 
     model = sub.add_parser("model", help="List, show, serve or stop registered models.")
     model.add_argument("action", choices=["list", "show", "serve", "stop"])

@@ -74,6 +74,7 @@ class JobFile:
     experiment_name: str | None = None
     display_name: str | None = None
     name: str | None = None
+    description: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     sweep: dict[str, Any] | None = None
 
@@ -181,6 +182,7 @@ def load_job_file(path: str | Path, overrides: list[str] | None = None) -> JobFi
         experiment_name=doc.get("experiment_name"),
         display_name=doc.get("display_name"),
         name=str(doc["name"]) if doc.get("name") is not None else None,
+        description=str(doc["description"]) if doc.get("description") is not None else None,
         tags={str(k): str(v) for k, v in (doc.get("tags") or {}).items()},
         sweep={
             k: doc.get(k) for k in ("sampling_algorithm", "search_space", "objective", "limits", "early_termination")
