@@ -10,23 +10,9 @@ from prefect.blocks.core import Block
 from pydantic import Field
 
 from prefect_mltrain.errors import ConfigurationError, ModelNotFoundError
+from prefect_mltrain.tracking.models import check_model_name
 
-_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
-
-
-def check_model_name(name: str) -> str:
-    """Check that `name` can name Prefect block documents (`<name>-v<N>`).
-
-    >>> check_model_name("iris-classifier")
-    'iris-classifier'
-    """
-    if not isinstance(name, str) or not _NAME.match(name):
-        suggestion = re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-") or "my-model"
-        raise ConfigurationError(
-            f"`model_name`={name!r} must be lowercase letters and digits joined by single "
-            f"dashes, since it names the Prefect blocks '<name>-v<N>'. Fix: use {suggestion!r}."
-        )
-    return name
+__all__ = ["RegisteredModel", "check_model_name"]
 
 
 class RegisteredModel(Block):

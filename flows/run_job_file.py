@@ -165,4 +165,7 @@ def run_job_file(path: str, overrides: list[str] | None = None, resume: bool = F
             tags=tags,
             distribution=job.distribution,
             instance_count=job.instance_count,
+            # A `type: mlflow_model`/`custom_model` output is registered when the job succeeds.
+            model_path=next((f"outputs/{key}" for key in job.model_outputs), None),
+            model_name=next(iter(job.model_outputs.values()), None),
         )

@@ -310,6 +310,57 @@ def _job_cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+_AZUREML_OUTPUT = re.compile(r"^azureml://jobs/(?P<job>[^/]+)/outputs/artifacts/paths/(?P<path>.+?)/?$")
+
+
+def _model_path(path: str | None) -> tuple[str, str]:
+    """(job or run id, artifact path) of `runs:/<run>/<path>`, `azureml://jobs/<job>/outputs/
+    artifacts/paths/<path>` or `<job or run id>/<path>`."""
+    if path:
+        if match := _AZUREML_OUTPUT.match(path):
+            return match["job"], match["path"]
+        parts = path.removeprefix("runs:/").strip("/").split("/", 1)
+        if len(parts) == 2 and parts[0] and parts[1]:
+            return parts[0], parts[1]
+    raise ConfigurationError(
+        f"`--path`={path!r} names no job output. Fix: `--path <job id>/outputs/<name>` (the id "
+        f"`job run` prints, or its MLflow run id), `runs:/<run id>/outputs/<name>` or "
+        f"`azureml://jobs/<job id>/outputs/artifacts/paths/outputs/<name>`."
+    )
+
+
+def _model_create(name: str, path: str | None) -> int:
+    """Register a job's output as a new version of model `name` (`az ml model create --path`)."""
+    import tempfile
+
+    from prefect_mltrain.blocks import MlflowTracking
+    from prefect_mltrain.blocks.model import check_model_name
+    from prefect_mltrain.registry.frameworks import detect_framework
+    from prefect_mltrain.tasks.register import register
+
+    check_model_name(name)
+    job_id, artifact_path = _model_path(path)
+    tracking = MlflowTracking()
+    client = tracking.client()
+    run_id = _mlflow_run_of(client, job_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = client.download_artifacts(run_id, artifact_path, tmp)
+        except Exception:  # noqa: BLE001 - MLflow says OSError or MlflowException, by store
+            listed = [a.path for a in client.list_artifacts(run_id, str(Path(artifact_path).parent))]
+            raise ConfigurationError(
+                f"Run {run_id} has no artifact {artifact_path!r} (beside it: {listed or 'nothing'}). "
+                f"Fix: `--path {job_id}/<one of those>`."
+            ) from None
+        framework = detect_framework(Path(local))
+    entry = register(tracking, name, run_id, artifact_path, framework, description=f"from {path}")
+    print(
+        f"Registered {name} version {entry.version} ({framework}) from run {run_id}: block "
+        f"{entry.document_name!r}, alias {name!r}"
+    )
+    return 0
+
+
 def _model(args: argparse.Namespace) -> int:
     _connect()
     from prefect_mltrain.blocks import RegisteredModel
@@ -323,8 +374,11 @@ def _model(args: argparse.Namespace) -> int:
                 metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(entry.metrics.items())[:4])
                 print(f"{name:<30} v{entry.version:<4} {entry.framework:<10} {metrics}")
         return 0
+    args.name = args.name or args.name_option
     if not args.name:
         raise ConfigurationError(f"`prefect-mltrain model {args.action}` needs a model name.")
+    if args.action == "create":
+        return _model_create(args.name, args.path)
     if args.action == "show":
         entry = RegisteredModel.version_of(args.name, args.version)
         print(json.dumps(entry.model_dump(mode="json"), indent=2))
@@ -413,11 +467,13 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("id", help="The job's flow run id (`job run` prints it; see `job list`).")
         command.set_defaults(func=func)
 
-    model = sub.add_parser("model", help="List, show, serve or stop registered models.")
-    model.add_argument("action", choices=["list", "show", "serve", "stop"])
+    model = sub.add_parser("model", help="Create (register), list, show, serve or stop registered models.")
+    model.add_argument("action", choices=["create", "list", "show", "serve", "stop"])
     model.add_argument("name", nargs="?")
     model.add_argument("--version", type=int)
     model.add_argument("--port", type=int)
+    model.add_argument("--name", dest="name_option", help="The model's name (for `create`, as `az ml model create`).")
+    model.add_argument("--path", help="For `create`: the job output to register, e.g. <job id>/outputs/model.")
     model.set_defaults(func=_model)
 
     env = sub.add_parser("env", help="List or show saved training environments.")

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from prefect_mltrain.errors import ConfigurationError
+from prefect_mltrain.tracking.models import check_model_name
 
 JOB_TYPES = ("command", "sweep")
 _COMMAND_KEYS = {
@@ -67,6 +68,8 @@ class JobFile:
     code: Path
     inputs: dict[str, JobInput] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
+    #: Outputs of `type: mlflow_model` / `custom_model`: output name -> registry name.
+    model_outputs: dict[str, str] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     compute: str | None = None
     distribution: dict[str, Any] | None = None
@@ -77,6 +80,42 @@ class JobFile:
     description: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     sweep: dict[str, Any] | None = None
+
+
+MODEL_OUTPUT_TYPES = ("mlflow_model", "custom_model")
+
+
+def _model_outputs(outputs: dict[str, Any], path: Path, job_type: str) -> dict[str, str]:
+    """The outputs to register when the job succeeds, as Azure ML registers named model outputs.
+
+    >>> _model_outputs({"model": {"type": "mlflow_model", "name": "iris-clf"}, "logs": {}}, Path("j.yml"), "command")
+    {'model': 'iris-clf'}
+    >>> _model_outputs({"best_model": {"type": "custom_model"}}, Path("j.yml"), "command")
+    {'best_model': 'best-model'}
+    """
+    found: dict[str, str] = {}
+    for key, spec in outputs.items():
+        if not isinstance(spec, dict) or spec.get("type") not in MODEL_OUTPUT_TYPES:
+            continue
+        name = str(spec.get("name") or re.sub(r"[^a-z0-9]+", "-", key.lower()).strip("-"))
+        try:
+            check_model_name(name)
+        except ConfigurationError as exc:
+            raise _fail(path, f"`outputs.{key}.name`: {exc}") from None
+        found[key] = name
+    if found and job_type == "sweep":
+        raise _fail(
+            path,
+            f"model outputs ({', '.join(found)}) in a sweep job are not registered per trial. Fix: "
+            f"register the best trial with `register_best_model_as`, or drop `type: {MODEL_OUTPUT_TYPES[0]}`.",
+        )
+    if len(found) > 1:
+        raise _fail(
+            path,
+            f"{len(found)} model outputs ({', '.join(found)}); a job registers one. Fix: keep one "
+            f"`type: mlflow_model`/`custom_model` output and register the others with `prefect-mltrain model create`.",
+        )
+    return found
 
 
 def _fail(path: Path, message: str) -> JobFileError:
@@ -146,6 +185,7 @@ def load_job_file(path: str | Path, overrides: list[str] | None = None) -> JobFi
         raise _fail(path, f"`code: {body.get('code', doc.get('code'))}` is not a folder ('{code}').")
     inputs = {name: _job_input(name, spec, base, path) for name, spec in (doc.get("inputs") or {}).items()}
     outputs = list((doc.get("outputs") or {}).keys())
+    model_outputs = _model_outputs(doc.get("outputs") or {}, path, job_type)
     search_space = doc.get("search_space") or {}
     for kind, name in _PLACEHOLDER.findall(str(command)):
         known = {"inputs": inputs, "outputs": outputs, "search_space": search_space}[kind]
@@ -175,6 +215,7 @@ def load_job_file(path: str | Path, overrides: list[str] | None = None) -> JobFi
         code=code,
         inputs=inputs,
         outputs=outputs,
+        model_outputs=model_outputs,
         environment=environment,
         compute=compute,
         distribution=distribution,

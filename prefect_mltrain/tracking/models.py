@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import re
 from pathlib import Path
 from typing import Any
+
+from prefect_mltrain.errors import ConfigurationError
 
 _SERIALIZERS = {"skops": "skops", "cloudpickle": "cloudpickle", "pickle": None}
 
@@ -95,3 +98,21 @@ def save_sklearn_model(
         skops_trusted_types=skops_trusted_types if serialization_format == "skops" else None,
         pip_requirements=model_requirements(model, serialization_format),
     )
+
+
+_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+def check_model_name(name: str) -> str:
+    """Check that `name` can name Prefect block documents (`<name>-v<N>`).
+
+    >>> check_model_name("iris-classifier")
+    'iris-classifier'
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        suggestion = re.sub(r"[^a-z0-9]+", "-", str(name).lower()).strip("-") or "my-model"
+        raise ConfigurationError(
+            f"`model_name`={name!r} must be lowercase letters and digits joined by single "
+            f"dashes, since it names the Prefect blocks '<name>-v<N>'. Fix: use {suggestion!r}."
+        )
+    return name
