@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextvars
+import functools
 import importlib
 import logging
 import socket
@@ -15,6 +16,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, field_validator
 
 from prefect_mltrain.compute.devices import visible_gpu_count
+from prefect_mltrain.compute.spawning import main_not_rerun
 from prefect_mltrain.errors import ComputeError, ConfigurationError
 from prefect_mltrain.system.imports import import_from_path
 
@@ -225,7 +227,8 @@ class DaskCompute(Block):
                 # Started in an empty context: a threaded cluster's workers would otherwise run
                 # every later task in a copy of this caller's contexts, Prefect's client among
                 # them, long after this flow run closed it.
-                cluster = contextvars.Context().run(self._start_cluster, cluster_class, kwargs)
+                with main_not_rerun():
+                    cluster = contextvars.Context().run(self._start_cluster, cluster_class, kwargs)
                 if not _clusters:
                     atexit.register(close_shared_clusters)  # before logging shuts down
                 _clusters[key] = cluster
@@ -238,20 +241,31 @@ class DaskCompute(Block):
             ComputeError: `address` is set and does not answer.
             ConfigurationError: `cluster_class` cannot be imported.
         """
-        from prefect_dask import DaskTaskRunner
-
         if self.address:
             self.check_reachable()
-            return DaskTaskRunner(address=self.address)
+            return _task_runner_class()(address=self.address)
         cluster_class = self.resolved_cluster_class()
         if self.reuse_cluster:
-            return DaskTaskRunner(address=self._shared_cluster_address(cluster_class))
+            return _task_runner_class()(address=self._shared_cluster_address(cluster_class))
         _import_object(cluster_class)  # fail here, in the flow, with a clear message
-        return DaskTaskRunner(
+        return _task_runner_class()(
             cluster_class=cluster_class,
             cluster_kwargs=self._cluster_kwargs(cluster_class),
             adapt_kwargs=self.adapt_kwargs,
         )
+
+
+@functools.cache
+def _task_runner_class() -> type[DaskTaskRunner]:
+    """prefect-dask's `DaskTaskRunner`, whose local cluster's workers do not re-run `__main__`."""
+    from prefect_dask import DaskTaskRunner
+
+    class LocalDaskTaskRunner(DaskTaskRunner):
+        def __enter__(self) -> LocalDaskTaskRunner:
+            with main_not_rerun():  # its workers start here (see `compute.spawning`)
+                return super().__enter__()
+
+    return LocalDaskTaskRunner
 
 
 def close_shared_clusters() -> None:

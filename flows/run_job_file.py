@@ -11,12 +11,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
 from prefect.logging import get_run_logger
 
 from prefect_mltrain.blocks._load import resolve_block
 from prefect_mltrain.blocks.environment import TrainingEnvironment
 from prefect_mltrain.errors import ConfigurationError
+from prefect_mltrain.flows._embedded import flow
 from prefect_mltrain.flows.sweep import SweepResult, study_path, sweep
 from prefect_mltrain.flows.train_job import JobResult, train_job
 from prefect_mltrain.jobs.jobfile import JobFile, load_job_file, render_command

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
@@ -13,6 +12,7 @@ from prefect_mltrain.blocks._load import resolve_block
 from prefect_mltrain.blocks.compute import DaskCompute
 from prefect_mltrain.blocks.model import RegisteredModel
 from prefect_mltrain.errors import ConfigurationError, InvalidModelDirectoryError
+from prefect_mltrain.flows._embedded import flow
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.tasks.pytorch_score import score_images
 from prefect_mltrain.tracking.links import flow_run_info

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from prefect import flow
 from prefect.logging import get_run_logger
 
 from prefect_mltrain.blocks.model import RegisteredModel
+from prefect_mltrain.flows._embedded import flow
 from prefect_mltrain.registry import serving
 
 

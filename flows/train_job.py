@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import dask
-from prefect import flow
 from prefect.futures import as_completed
 from prefect.logging import get_run_logger
 
@@ -20,6 +19,7 @@ from prefect_mltrain.blocks.model import check_model_name
 from prefect_mltrain.blocks.tracking import MlflowTracking
 from prefect_mltrain.environments.build import BuiltEnvironment, cached_build
 from prefect_mltrain.errors import ConfigurationError, JobFailedError, ModelRegistrationError
+from prefect_mltrain.flows._embedded import flow
 from prefect_mltrain.jobs.containers import local_store_paths
 from prefect_mltrain.jobs.distribution import Slot, check_distribution, launcher_environment, place, worker_host
 from prefect_mltrain.jobs.launch import in_environment, job_pythonpath

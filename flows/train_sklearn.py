@@ -6,7 +6,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
 from prefect.logging import get_run_logger
 
 from prefect_mltrain.blocks._load import resolve_block
@@ -15,6 +14,7 @@ from prefect_mltrain.blocks.model import check_model_name
 from prefect_mltrain.blocks.tracking import MlflowTracking
 from prefect_mltrain.errors import ConfigurationError
 from prefect_mltrain.estimators.sklearn import BUNDLED_DATASETS, load_dataset, make_estimator
+from prefect_mltrain.flows._embedded import flow
 from prefect_mltrain.tasks.register import register_model
 from prefect_mltrain.tasks.sklearn import fit_estimator
 from prefect_mltrain.tracking.links import TrackedRun, flow_run_info, mlflow_tags, publish_run_links

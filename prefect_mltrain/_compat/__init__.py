@@ -11,6 +11,7 @@ the symbol, when an upgrade moves it.
 | `prefect_server` | `AioSqliteConfiguration.begin_transaction` (replaced) | SQLite writers queue (`BEGIN IMMEDIATE`) instead of a 503 and a 2 s retry | `python -m prefect_mltrain.server.sqlite_server` only |
 | `prefect_engine` | `TaskRunContext.__var__`, `flow_engine.run_flow`, `POST /flows/` and `/flow_runs/` with client schemas, `PrefectDaskFuture(...)` | a sweep trial runs as a flow run created in one API call under its slot task; DDP ranks are pinned to workers with `Client.submit` | called by the sweep runner and distributed training |
 | `optuna` | `optuna.trial.Trial(study, trial_id)`, `FrozenTrial._trial_id` | a worker continues a trial that another process asked for | called by the sweep runner and study |
+| `prefect_settings` | `prefect.context.refresh_global_settings_context` | a script's flow call that starts the embedded server makes Prefect's settings (all threads) see its URL | `prefect_mltrain.flows` when a flow is called with no API configured |
 | `glibc` | `mallopt` through ctypes | tensor buffers stay on the heap while training in a Dask worker (Dask's trim settings cost 10-20% throughput) | `training_malloc()` around a training loop |
 """
 
@@ -48,6 +49,7 @@ PRIVATE_APIS = (
     PrivateApi("prefect.client.schemas.objects:FlowRunPolicy", "prefect_engine"),
     PrivateApi("prefect_dask.task_runners:PrefectDaskFuture", "prefect_engine"),
     PrivateApi("optuna.trial:Trial", "optuna"),
+    PrivateApi("prefect.context:refresh_global_settings_context", "prefect_settings"),
 )
 
 
