@@ -24,9 +24,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prefect.exceptions import MissingContextError
-from prefect.logging import get_run_logger
-
 from prefect_mltrain.environments.spec import (
     default_python_version,
     hash_spec,
@@ -35,6 +32,7 @@ from prefect_mltrain.environments.spec import (
 from prefect_mltrain.errors import EnvironmentBuildError, EnvironmentSpecError
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.system.process import stream_process
+from prefect_mltrain.tracking.links import run_logger
 
 if TYPE_CHECKING:
     from prefect_mltrain.blocks.environment import TrainingEnvironment
@@ -62,10 +60,7 @@ class BuiltEnvironment:
 
 
 def _logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger("prefect_mltrain.environment")
+    return run_logger("prefect_mltrain.environment")  # type: ignore[no-any-return]
 
 
 def _uv() -> str | None:

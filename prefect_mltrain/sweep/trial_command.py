@@ -17,6 +17,7 @@ from prefect_mltrain.errors import ConfigurationError, JobFailedError
 from prefect_mltrain.sweep.space import SearchSpace
 from prefect_mltrain.sweep.trial_base import TrialContext, TrialSpec
 from prefect_mltrain.tracking.client import mlflow_client
+from prefect_mltrain.tracking.links import run_logger
 
 _PLACEHOLDER = re.compile(r"\$\{\{\s*search_space\.([A-Za-z_][A-Za-z0-9_.\-]*)\s*\}\}")
 
@@ -192,11 +193,4 @@ class CommandTrial(TrialSpec):
 
 def _trial_logger() -> Any:
     """The trial flow run's logger (its lines show in the Prefect UI), or a plain one outside a run."""
-    import logging
-
-    try:
-        from prefect.logging import get_run_logger
-
-        return get_run_logger()
-    except Exception:  # no run context: a trial called directly
-        return logging.getLogger("prefect_mltrain.sweep.trial")
+    return run_logger("prefect_mltrain.sweep.trial")

@@ -22,6 +22,20 @@ class TrackedRun:
     model_version: int | None = None
 
 
+def run_logger(fallback: str) -> Any:
+    """The current flow or task run's logger (its lines show in the Prefect UI), or the plain
+    logger named `fallback` outside a run."""
+    import logging
+
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(fallback)
+
+
 def flow_run_info() -> dict[str, str]:
     """Id, name and UI URL of the current flow run (empty strings outside a flow run)."""
     try:
