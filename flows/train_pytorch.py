@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from prefect_mltrain.blocks.model import check_model_name
 from prefect_mltrain.blocks.tracking import MlflowTracking
 from prefect_mltrain.errors import ConfigurationError
 from prefect_mltrain.pytorch.data import (
+    ImageDirectory,
     check_architecture,
     check_initial_weights,
     check_same_classes,
@@ -110,9 +111,10 @@ def train_pytorch_model(
     Returns:
         The MLflow run, the metrics per epoch, the model directory and the registered block.
     """
-    logger = get_run_logger()
+    # Over 80 lines only by its signature and docstring (the Prefect UI form shows both); the body
+    # checks the parameters, builds the `TrainConfig` from them and hands over to `_train_tracked`.
     # Everything is checked here, before any compute starts.
-    _positive(
+    _check_numbers(
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,
@@ -122,16 +124,9 @@ def train_pytorch_model(
         nodes=nodes,
         processes_per_node=processes_per_node,
         dist_timeout=dist_timeout,
+        warmup_steps=warmup_steps,
+        max_restarts=max_restarts,
     )
-    if image_size < 32:
-        raise ConfigurationError(
-            f"`image_size` must be >= 32 (DenseNet's and ResNet's downsampling leaves nothing of "
-            f"smaller images), but got {image_size=}. Fix: use 32 or more; 224 is the ImageNet size."
-        )
-    if warmup_steps < 0 or max_restarts < 0:
-        raise ConfigurationError(
-            f"`warmup_steps` and `max_restarts` must be >= 0, but got {warmup_steps=}, {max_restarts=}."
-        )
     if report is not None and not callable(report):
         raise ConfigurationError(f"`report` must be callable(epoch, metrics) -> bool, but got {report!r}.")
     check_architecture(model)
@@ -141,96 +136,109 @@ def train_pytorch_model(
     check_same_classes(train_dir, valid_dir)
     if model_name is not None:
         check_model_name(model_name)
-    target = resolve_block(compute, DaskCompute, "compute")
-    tracker = resolve_block(tracking, MlflowTracking, "tracking")
+    # The folder, tracking URI and run id are filled in by `_train_tracked` once they exist.
+    config = TrainConfig(
+        model=model,
+        training_data=train_dir.path,
+        validation_data=valid_dir.path,
+        classes=train_dir.classes,
+        checkpoint_dir="",
+        epochs=epochs,
+        batch_size=batch_size,
+        warmup_steps=warmup_steps,
+        learning_rate=learning_rate,
+        random_seed=random_seed,
+        patience=patience,
+        print_frequency=print_frequency,
+        image_size=image_size,
+        initial_weights=weights,
+        amp=amp,
+        channels_last=channels_last,
+        dist_timeout=dist_timeout,
+    )
+    return _train_tracked(
+        config,
+        _Run(
+            data=(train_dir, valid_dir),
+            nodes=nodes,
+            processes_per_node=processes_per_node,
+            max_restarts=max_restarts,
+            report=report,
+            model_name=model_name,
+            target=resolve_block(compute, DaskCompute, "compute"),
+            tracker=resolve_block(tracking, MlflowTracking, "tracking"),
+        ),
+        checkpoint_dir,
+        experiment_name,
+        display_name,
+    )
+
+
+def _check_numbers(*, warmup_steps: int, max_restarts: int, **positive: int | float) -> None:
+    """The numeric parameters: `positive` > 0 (in order), `image_size` >= 32, the others >= 0."""
+    _positive(**positive)
+    image_size = positive["image_size"]
+    if image_size < 32:
+        raise ConfigurationError(
+            f"`image_size` must be >= 32 (DenseNet's and ResNet's downsampling leaves nothing of "
+            f"smaller images), but got {image_size=}. Fix: use 32 or more; 224 is the ImageNet size."
+        )
+    if warmup_steps < 0 or max_restarts < 0:
+        raise ConfigurationError(
+            f"`warmup_steps` and `max_restarts` must be >= 0, but got {warmup_steps=}, {max_restarts=}."
+        )
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The flow's parameters beyond `TrainConfig`: placement, retries, hook, registry, blocks."""
+
+    data: tuple[ImageDirectory, ImageDirectory]  # training, validation (checked)
+    nodes: int
+    processes_per_node: int
+    max_restarts: int
+    report: Reporter | None
+    model_name: str | None
+    target: DaskCompute
+    tracker: MlflowTracking
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.processes_per_node
+
+
+def _train_tracked(
+    config: TrainConfig,
+    run: _Run,
+    checkpoint_dir: str | None,
+    experiment_name: str | None,
+    display_name: str | None,
+) -> PytorchTrainResult:
+    """Open the MLflow run, train (with restarts), publish the links, register the model."""
+    tracker = run.tracker
     experiment_id = tracker.ensure_experiment(experiment_name)
     info = flow_run_info()
-    folder = (
-        Path(checkpoint_dir).expanduser()
-        if checkpoint_dir
-        else (MltrainSettings().home_dir / "pytorch" / (info["id"] or "local"))
-    )
-    folder.mkdir(parents=True, exist_ok=True)
-    world_size = nodes * processes_per_node
-    client = tracker.client()
+    folder = _checkpoint_folder(checkpoint_dir, info["id"])
     tags = {
         **mlflow_tags(info),
         "mltrain.framework": "torchvision",
-        "mltrain.model": model,
+        "mltrain.model": config.model,
         "mltrain.checkpoint_dir": str(folder),
     }
-    with tracker.start_run(experiment_id, run_name=display_name or info["name"] or None, tags=tags) as run:
-        run_id = run.info.run_id
-        config = TrainConfig(
-            model=model,
-            training_data=train_dir.path,
-            validation_data=valid_dir.path,
-            classes=train_dir.classes,
+    with tracker.start_run(experiment_id, run_name=display_name or info["name"] or None, tags=tags) as mlflow_run:
+        run_id = mlflow_run.info.run_id
+        config = replace(
+            config,
             checkpoint_dir=str(folder.resolve()),
-            epochs=epochs,
-            batch_size=batch_size,
-            warmup_steps=warmup_steps,
-            learning_rate=learning_rate,
-            random_seed=random_seed,
-            patience=patience,
-            print_frequency=print_frequency,
-            image_size=image_size,
-            initial_weights=weights,
-            amp=amp,
-            channels_last=channels_last,
-            dist_timeout=dist_timeout,
             tracking_uri=tracker.resolved_tracking_uri(),
             mlflow_run_id=run_id,
         )
-        for key, value in {
-            **config_summary(config),
-            "nodes": nodes,
-            "processes_per_node": processes_per_node,
-            "world_size": world_size,
-            "num_classes": len(train_dir.classes),
-            "training_images": train_dir.size,
-            "validation_images": valid_dir.size,
-        }.items():
-            client.log_param(run_id, key, "" if value is None else value)
-        client.log_dict(run_id, {"classes": list(train_dir.classes)}, "classes.json")
-        logger.info(
-            "Training %s on %d classes %s: %d training and %d validation images, world size %d; checkpoints in %s",
-            model,
-            len(train_dir.classes),
-            list(train_dir.classes)[:10],
-            train_dir.size,
-            valid_dir.size,
-            world_size,
-            folder,
-        )
-        attempt = 0
-        with target.task_runner() as runner:
-            while True:
-                attempt += 1
-                try:
-                    if world_size == 1:
-                        with _resources(target):
-                            outcome = runner.submit(
-                                train_pytorch, parameters={"config": config, "report": report}
-                            ).result()
-                    else:
-                        outcome = run_distributed(runner, config, nodes, processes_per_node, report)
-                    break
-                except Exception as exc:
-                    if attempt > max_restarts:
-                        raise
-                    logger.warning(
-                        "Attempt %d failed (%s: %s); attempt %d resumes from the last checkpoint",
-                        attempt,
-                        type(exc).__name__,
-                        exc,
-                        attempt + 1,
-                    )
+        _log_inputs(tracker.client(), run_id, config, run, folder)
+        outcome, attempts = _train_with_restarts(config, run)
         history = outcome["history"]
         final = {k: v for k, v in history[-1].items() if k != "epoch"} if history else {}
-        url = tracker.run_url(experiment_id, run_id)
         publish_run_links(
-            url,
+            tracker.run_url(experiment_id, run_id),
             run_id,
             tracker.ui_command(),
             {
@@ -246,30 +254,107 @@ def train_pytorch_model(
             flow_run_url=info["url"],
             model_dir=outcome["model_dir"],
             checkpoint_dir=str(folder),
-            classes=list(train_dir.classes),
+            classes=list(config.classes),
             history=history,
             metrics=final,
             epochs_trained=outcome["epochs_trained"],
             resumed_from_epoch=outcome["resumed_from_epoch"],
             stopped_early=outcome["stopped_early"],
-            attempts=attempt,
-            world_size=world_size,
+            attempts=attempts,
+            world_size=run.world_size,
         )
-        if model_name:
-            from importlib.metadata import version
-
-            entry = register_model(
-                tracker,
-                model_name,
-                run_id,
-                "model",
-                "torchvision",
-                framework_version=version("torchvision"),
-                flow_run_id=info["id"] or None,
-                resources={"gpus": 0 if outcome["device"] == "cpu" else 1},
-            )
-            result.model_block, result.model_version = entry.document_name, entry.version
+        if run.model_name:
+            _register(result, run.tracker, run.model_name, run_id, info["id"] or None, outcome["device"])
     return result
+
+
+def _checkpoint_folder(checkpoint_dir: str | None, flow_run_id: str | None) -> Path:
+    """The checkpoint folder, made: the one given, or one per flow run under the project home."""
+    folder = (
+        Path(checkpoint_dir).expanduser()
+        if checkpoint_dir
+        else (MltrainSettings().home_dir / "pytorch" / (flow_run_id or "local"))
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _log_inputs(client: Any, run_id: str, config: TrainConfig, run: _Run, folder: Path) -> None:
+    """The MLflow params and `classes.json`, and a line in the flow run's logs."""
+    train_dir, valid_dir = run.data
+    for key, value in {
+        **config_summary(config),
+        "nodes": run.nodes,
+        "processes_per_node": run.processes_per_node,
+        "world_size": run.world_size,
+        "num_classes": len(train_dir.classes),
+        "training_images": train_dir.size,
+        "validation_images": valid_dir.size,
+    }.items():
+        client.log_param(run_id, key, "" if value is None else value)
+    client.log_dict(run_id, {"classes": list(train_dir.classes)}, "classes.json")
+    get_run_logger().info(
+        "Training %s on %d classes %s: %d training and %d validation images, world size %d; checkpoints in %s",
+        config.model,
+        len(train_dir.classes),
+        list(train_dir.classes)[:10],
+        train_dir.size,
+        valid_dir.size,
+        run.world_size,
+        folder,
+    )
+
+
+def _train_with_restarts(config: TrainConfig, run: _Run) -> tuple[dict[str, Any], int]:
+    """Rank 0's outcome and the attempts made; each attempt after a failure resumes the checkpoint."""
+    logger = get_run_logger()
+    attempt = 0
+    with run.target.task_runner() as runner:
+        while True:
+            attempt += 1
+            try:
+                if run.world_size == 1:
+                    with _resources(run.target):
+                        outcome = runner.submit(
+                            train_pytorch, parameters={"config": config, "report": run.report}
+                        ).result()
+                else:
+                    outcome = run_distributed(runner, config, run.nodes, run.processes_per_node, run.report)
+                return outcome, attempt
+            except Exception as exc:
+                if attempt > run.max_restarts:
+                    raise
+                logger.warning(
+                    "Attempt %d failed (%s: %s); attempt %d resumes from the last checkpoint",
+                    attempt,
+                    type(exc).__name__,
+                    exc,
+                    attempt + 1,
+                )
+
+
+def _register(
+    result: PytorchTrainResult,
+    tracker: MlflowTracking,
+    model_name: str,
+    run_id: str,
+    flow_run_id: str | None,
+    device: str,
+) -> None:
+    """Register the run's `model/` as `model_name`; the block and version go on `result`."""
+    from importlib.metadata import version
+
+    entry = register_model(
+        tracker,
+        model_name,
+        run_id,
+        "model",
+        "torchvision",
+        framework_version=version("torchvision"),
+        flow_run_id=flow_run_id,
+        resources={"gpus": 0 if device == "cpu" else 1},
+    )
+    result.model_block, result.model_version = entry.document_name, entry.version
 
 
 def _resources(target: DaskCompute) -> Any:

@@ -10,7 +10,7 @@ from prefect import task
 
 from prefect_mltrain._compat.prefect_engine import prefect_dask_future
 from prefect_mltrain.errors import DistributedTrainingError
-from prefect_mltrain.jobs.distribution import place_ranks
+from prefect_mltrain.jobs.distribution import RankPlacement, place_ranks
 from prefect_mltrain.pytorch.train import Reporter, TrainConfig, train_process
 from prefect_mltrain.system.net import free_port
 
@@ -64,6 +64,23 @@ def run_distributed(
         else client.scheduler_info()["workers"]
     )
     placements = place_ranks(workers, nodes, processes_per_node)
+    futures = _submit_ranks(client, placements, config, report)
+    _wait_for_ranks(futures, config.dist_timeout, poll)
+    problems = _rank_problems(placements, futures)
+    if problems:
+        raise DistributedTrainingError(
+            f"Distributed training with {len(placements)} ranks failed: "
+            + "; ".join(problems)
+            + f". Per-rank logs: {Path(config.checkpoint_dir) / 'logs'} (also under `logs/` in the MLflow "
+            f"run). The last checkpoint is kept: a retry or a run with the same `checkpoint_dir` resumes."
+        )
+    return dict(futures[0].result())
+
+
+def _submit_ranks(
+    client: Any, placements: list[RankPlacement], config: TrainConfig, report: Reporter | None
+) -> list[Any]:
+    """One `train_pytorch_rank` task per placement, pinned to its own worker; their Prefect futures."""
     world_size = len(placements)
     master = placements[0]
     # Asked on the rank-0 worker, on every interface: the port must be free where MASTER_ADDR is.
@@ -88,21 +105,30 @@ def run_distributed(
             return_type="state",
         )
         futures.append(prefect_dask_future(dask_future))
+    return futures
+
+
+def _wait_for_ranks(futures: list[Any], dist_timeout: float, poll: float) -> None:
+    """Wait until every rank is done, or cancel those still running `dist_timeout` after one failed."""
     deadline = None
     while True:
         done = [f.wrapped_future.done() for f in futures]
         if all(done):
-            break
+            return
         if deadline is None and any(d and not futures[i].state.is_completed() for i, d in enumerate(done)):
             # The others fail within the process group's timeout; a rank that has not by then
             # is stuck (e.g. restricted to a worker that died) and is cancelled.
-            deadline = time.monotonic() + config.dist_timeout + 10
+            deadline = time.monotonic() + dist_timeout + 10
         if deadline is not None and time.monotonic() > deadline:
             for i, f in enumerate(futures):
                 if not done[i]:
                     f.wrapped_future.cancel()
-            break
+            return
         time.sleep(poll)
+
+
+def _rank_problems(placements: list[RankPlacement], futures: list[Any]) -> list[str]:
+    """A line per rank that failed or was lost, naming it and its worker."""
     problems = []
     for p, f in zip(placements, futures):
         if not f.wrapped_future.done() or f.wrapped_future.cancelled():
@@ -116,14 +142,7 @@ def run_distributed(
             except BaseException as exc:  # noqa: BLE001 - we report every rank's failure
                 reason = f"{type(exc).__name__}: {exc}"
             problems.append(f"rank {p.rank} on {p.worker}: {reason}")
-    if problems:
-        raise DistributedTrainingError(
-            f"Distributed training with {world_size} ranks failed: "
-            + "; ".join(problems)
-            + f". Per-rank logs: {Path(config.checkpoint_dir) / 'logs'} (also under `logs/` in the MLflow "
-            f"run). The last checkpoint is kept: a retry or a run with the same `checkpoint_dir` resumes."
-        )
-    return dict(futures[0].result())
+    return problems
 
 
 def _takes_n_workers(client: Any) -> bool:
