@@ -6,7 +6,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
 from prefect.logging import get_run_logger
 
 from prefect_mltrain.blocks._load import resolve_block
@@ -14,6 +13,7 @@ from prefect_mltrain.blocks.compute import DaskCompute
 from prefect_mltrain.blocks.model import check_model_name
 from prefect_mltrain.blocks.tracking import MlflowTracking
 from prefect_mltrain.errors import ConfigurationError
+from prefect_mltrain.flows._embedded import flow
 from prefect_mltrain.pytorch.data import (
     ImageDirectory,
     check_architecture,
