@@ -1,0 +1,188 @@
+"""Faults of a sweep, with real processes and real signals: no trial lost, nothing left running.
+
+A Dask worker SIGKILLed under a running trial (as Dask's worker-loss tests and Ray Tune's
+release tests do it) must not lose the trial: it ends FAIL in Optuna, KILLED in MLflow and
+Crashed in Prefect, and runs again as a new trial (`retry_of`); its slot's concurrency lease is
+freed at once, so the sweep does not stall; and the sweep ends with every trial finished once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from prefect_mltrain.sweep import FunctionTrial, Limits, Objective, uniform
+
+TRIAL_SECONDS = 2.0
+
+
+def marked_trial(params: dict[str, Any], context: Any) -> dict[str, float]:
+    """A 2 s trial that leaves `<number>.start` (its pid) and `<number>.done` in `$FAULTS_DIR`."""
+    folder = Path(os.environ["FAULTS_DIR"])
+    (folder / f"{context.number}.start").write_text(f"{os.getpid()} {time.time()}")
+    steps = 8
+    for step in range(1, steps + 1):
+        time.sleep(TRIAL_SECONDS / steps)
+        context.report({"score": float(params["x"]) * step / steps}, step=step)
+    (folder / f"{context.number}.done").write_text(str(time.time()))
+    return {"score": float(params["x"])}
+
+
+@pytest.fixture(scope="module")
+def faults_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("faults")
+    os.environ["FAULTS_DIR"] = str(folder)  # the cluster's workers inherit it
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cluster(faults_dir):
+    """A 2-worker LocalCluster of processes (each under a nanny that restarts it when it dies)."""
+    import distributed
+
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
+    ) as cluster:
+        yield cluster
+
+
+class Killer(threading.Thread):
+    """SIGKILLs the worker process of a running trial once `kills` trials finished, one kill per entry."""
+
+    def __init__(self, folder: Path, address: str, after_done: list[int]) -> None:
+        super().__init__(daemon=True)
+        self.folder, self.address, self.after_done = folder, address, list(after_done)
+        self.killed: list[tuple[int, float]] = []  # (trial number, time)
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # shown by the test
+            self.error = exc
+
+    def _run(self) -> None:
+        import distributed
+
+        with distributed.Client(self.address, timeout=30) as client:
+            for done_before in self.after_done:
+                while not self.stop.is_set():
+                    done = len(list(self.folder.glob("*.done")))
+                    victim = self._running_trial() if done >= done_before else None
+                    workers = client.run(os.getpid)
+                    if victim and len(workers) == 2 and victim[1] in workers.values():
+                        number, pid = victim
+                        os.kill(pid, signal.SIGKILL)
+                        self.killed.append((number, time.time()))
+                        break
+                    time.sleep(0.1)
+
+    def _running_trial(self) -> tuple[int, int] | None:
+        """A trial that started under 0.5 s ago and has not finished: (number, worker pid)."""
+        killed = {n for n, _ in self.killed}
+        for start in self.folder.glob("*.start"):
+            number = int(start.stem)
+            pid, started = start.read_text().split()
+            if number not in killed and not (self.folder / f"{number}.done").exists():
+                if time.time() - float(started) < 0.5:
+                    return number, int(pid)
+        return None
+
+
+def _longest_gap(folder: Path, killed: list[tuple[int, float]], begin: float, end: float) -> float:
+    """The longest time in [begin, end] with no trial running (a killed trial ran until its kill)."""
+    ends = dict(killed)
+    spans = []
+    for start in folder.glob("*.start"):
+        number = int(start.stem)
+        started = float(start.read_text().split()[1])
+        done = folder / f"{number}.done"
+        spans.append((started, float(done.read_text()) if done.exists() else ends.get(number, started)))
+    spans.sort()
+    gap, reached = 0.0, spans[0][0] if spans else begin
+    for s, e in spans:
+        gap = max(gap, s - reached)
+        reached = max(reached, e)
+    return max(gap, end - reached if spans else end - begin)
+
+
+def test_worker_killed_twice_loses_no_trial(cluster, faults_dir, unique_name, prefect_client):
+    import optuna
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    from prefect_mltrain.blocks import DaskCompute, MlflowTracking
+    from prefect_mltrain.flows import sweep
+    from prefect_mltrain.flows.sweep import study_path, study_storage
+    from prefect_mltrain.settings import MltrainSettings
+
+    total = 12
+    killer = Killer(faults_dir, cluster.scheduler_address, after_done=[2, 6])
+    began = time.time()
+    killer.start()
+    try:
+        result = sweep(
+            trial=FunctionTrial(marked_trial),
+            search_space={"x": uniform(0, 1)},
+            objective=Objective("score"),
+            limits=Limits(max_total_trials=total, max_concurrent_trials=2),
+            seed=7,
+            name=unique_name,
+            compute=DaskCompute(address=cluster.scheduler_address),
+        )
+    finally:
+        killer.stop.set()
+        killer.join(timeout=30)
+    ended = time.time()
+    assert killer.error is None, killer.error
+    assert len(killer.killed) == 2, f"the killer killed {killer.killed}"
+
+    study = optuna.load_study(
+        study_name=unique_name, storage=study_storage(study_path(MltrainSettings().home_dir, unique_name))
+    )
+    trials = study.get_trials()
+    completed = [t for t in trials if t.state.name == "COMPLETE"]
+    lost = {n for n, _ in killer.killed}
+    by_number = {t.number: t for t in trials}
+    running_optuna = [t.number for t in trials if t.state.name in ("RUNNING", "WAITING")]
+
+    client = MlflowTracking().client()
+    mlflow_running = client.search_runs(
+        [result.experiment_id],
+        filter_string=f"tags.`mltrain.sweep` = '{unique_name}' and attributes.status = 'RUNNING'",
+    )
+    flow_runs = prefect_client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"sweep:{unique_name}"])), limit=200
+    )
+    prefect_running = [r.name for r in flow_runs if not r.state.is_final()]
+    stall = _longest_gap(faults_dir, killer.killed, began, ended)
+    print(
+        f"\nchaos: trials completed {len(completed)}/{total}, lost and retried {sorted(lost)}, "
+        f"left RUNNING: optuna {len(running_optuna)}, mlflow {len(mlflow_running)}, prefect {len(prefect_running)}; "
+        f"longest stall {stall:.1f} s; sweep {ended - began:.1f} s"
+    )
+
+    # Every trial finished exactly once: 12 completed, the 2 lost ones FAIL and run again once each.
+    assert len(completed) == total and len(result.trials) == total
+    assert {r["state"] for r in result.trials} == {"COMPLETE"}
+    assert result.stop_reason == "max_total_trials reached"
+    for number in lost:
+        assert by_number[number].state.name == "FAIL" and by_number[number].user_attrs["abandoned"]
+        assert "worker died" in by_number[number].user_attrs["lost"]
+        (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == number]
+        assert retry.state.name == "COMPLETE" and retry.params == by_number[number].params
+    # Nothing left running anywhere; the lost trials' runs ended as what happened to them.
+    assert running_optuna == [] and mlflow_running == [] and prefect_running == []
+    runs = {r.name: r for r in flow_runs}
+    for number in lost:
+        assert runs[f"{unique_name}-trial-{number}"].state.name == "Crashed"
+        mlflow_run = client.get_run(by_number[number].user_attrs["mlflow_run_id"])
+        assert mlflow_run.info.status == "KILLED"
+    # No stall: a dead slot's concurrency lease is freed at once.
+    assert stall < 30, f"no trial ran for {stall:.1f} s"
