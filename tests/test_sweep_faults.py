@@ -55,9 +55,9 @@ def cluster(faults_dir):
 class Killer(threading.Thread):
     """SIGKILLs the worker process of a running trial once `kills` trials finished, one kill per entry."""
 
-    def __init__(self, folder: Path, address: str, after_done: list[int]) -> None:
+    def __init__(self, folder: Path, cluster: Any, after_done: list[int]) -> None:
         super().__init__(daemon=True)
-        self.folder, self.address, self.after_done = folder, address, list(after_done)
+        self.folder, self.cluster, self.after_done = folder, cluster, list(after_done)
         self.killed: list[tuple[int, float]] = []  # (trial number, time)
         self.stop = threading.Event()
         self.error: BaseException | None = None
@@ -68,21 +68,21 @@ class Killer(threading.Thread):
         except BaseException as exc:  # shown by the test
             self.error = exc
 
-    def _run(self) -> None:
-        import distributed
+    def _worker_pids(self) -> set[int]:
+        """The pids of the cluster's worker processes that are up (each nanny's child)."""
+        return {n.process.pid for n in list(self.cluster.workers.values()) if n.process and n.process.pid}
 
-        with distributed.Client(self.address, timeout=30) as client:
-            for done_before in self.after_done:
-                while not self.stop.is_set():
-                    done = len(list(self.folder.glob("*.done")))
-                    victim = self._running_trial() if done >= done_before else None
-                    workers = client.run(os.getpid)
-                    if victim and len(workers) == 2 and victim[1] in workers.values():
-                        number, pid = victim
-                        os.kill(pid, signal.SIGKILL)
-                        self.killed.append((number, time.time()))
-                        break
-                    time.sleep(0.1)
+    def _run(self) -> None:
+        for done_before in self.after_done:
+            while not self.stop.is_set():
+                done = len(list(self.folder.glob("*.done")))
+                victim = self._running_trial() if done >= done_before else None
+                if victim and len(self._worker_pids()) == 2 and victim[1] in self._worker_pids():
+                    number, pid = victim
+                    os.kill(pid, signal.SIGKILL)
+                    self.killed.append((number, time.time()))
+                    break
+                time.sleep(0.1)
 
     def _running_trial(self) -> tuple[int, int] | None:
         """A trial that started under 0.5 s ago and has not finished: (number, worker pid)."""
@@ -123,7 +123,7 @@ def test_worker_killed_twice_loses_no_trial(cluster, faults_dir, unique_name, pr
     from prefect_mltrain.settings import MltrainSettings
 
     total = 12
-    killer = Killer(faults_dir, cluster.scheduler_address, after_done=[2, 6])
+    killer = Killer(faults_dir, cluster, after_done=[2, 6])
     began = time.time()
     killer.start()
     try:

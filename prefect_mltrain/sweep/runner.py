@@ -210,9 +210,9 @@ def trial_slot(plan: SlotPlan, trial_flow: Any) -> list[dict[str, Any]]:
     return outcomes
 
 
-LEASE_SECONDS = 30.0
-"""A slot's concurrency lease lasts this long unless renewed (every third of it): should the
-sweep process itself die, its slots' leases lapse within this time. A worker's death frees its
+LEASE_SECONDS = 60.0
+"""A slot's concurrency lease lasts this long unless renewed (every third of it; Prefect's
+shortest lease): should the sweep process itself die, its slots' leases lapse within this time. A worker's death frees its
 lease at once: the sweep releases it (`Watch`)."""
 
 
