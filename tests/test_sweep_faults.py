@@ -19,11 +19,11 @@ import pytest
 
 from prefect_mltrain.sweep import FunctionTrial, Limits, Objective, uniform
 
-TRIAL_SECONDS = 2.0
+TRIAL_SECONDS = 1.0
 
 
 def marked_trial(params: dict[str, Any], context: Any) -> dict[str, float]:
-    """A 2 s trial that leaves `<number>.start` (its pid) and `<number>.done` in `$FAULTS_DIR`."""
+    """A 1 s trial that leaves `<number>.start` (its pid) and `<number>.done` in `$FAULTS_DIR`."""
     folder = Path(os.environ["FAULTS_DIR"])
     (folder / f"{context.number}.start").write_text(f"{os.getpid()} {time.time()}")
     steps = 8
@@ -53,7 +53,11 @@ def cluster(faults_dir):
 
 
 class Killer(threading.Thread):
-    """SIGKILLs the worker process of a running trial once `kills` trials finished, one kill per entry."""
+    """SIGKILLs the worker process of a trial just started, once `after_done[i]` trials finished.
+
+    Each kill waits until every worker up has run a trial: the one restarted after the last
+    kill is past its cold start (imports: seconds, tens of them on a loaded machine).
+    """
 
     def __init__(self, folder: Path, cluster: Any, after_done: list[int]) -> None:
         super().__init__(daemon=True)
@@ -76,13 +80,18 @@ class Killer(threading.Thread):
         for done_before in self.after_done:
             while not self.stop.is_set():
                 done = len(list(self.folder.glob("*.done")))
-                victim = self._running_trial() if done >= done_before else None
+                victim = self._running_trial() if done >= done_before and self._recovered() else None
                 if victim and len(self._worker_pids()) == 2 and victim[1] in self._worker_pids():
                     number, pid = victim
                     os.kill(pid, signal.SIGKILL)
                     self.killed.append((number, time.time()))
                     break
                 time.sleep(0.1)
+
+    def _recovered(self) -> bool:
+        """Whether every worker up now has run a trial (a restarted one is past its cold start)."""
+        started = {int(f.read_text().split()[0]) for f in self.folder.glob("*.start")}
+        return self._worker_pids() <= started
 
     def _running_trial(self) -> tuple[int, int] | None:
         """A trial that started under 0.5 s ago and has not finished: (number, worker pid)."""
