@@ -195,3 +195,102 @@ def test_worker_killed_twice_loses_no_trial(cluster, faults_dir, unique_name, pr
         assert mlflow_run.info.status == "KILLED"
     # No stall: a dead slot's concurrency lease is freed at once.
     assert stall < 30, f"no trial ran for {stall:.1f} s"
+
+
+SWEEP_SCRIPT = """
+import sys
+from prefect_mltrain.blocks import DaskCompute
+from prefect_mltrain.flows import sweep
+from prefect_mltrain.sweep import FunctionTrial, Limits, Objective, uniform
+from test_sweep_faults import marked_trial
+
+sweep(
+    trial=FunctionTrial(marked_trial),
+    search_space={"x": uniform(0, 1)},
+    objective=Objective("score"),
+    limits=Limits(max_total_trials=6, max_concurrent_trials=2),
+    seed=3,
+    name=sys.argv[1],
+    compute=DaskCompute(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True},
+    ),
+)
+"""
+
+
+def test_sweep_process_killed_then_resumed(cluster, faults_dir, unique_name, prefect_client, tmp_path):
+    """SIGKILL the process running a sweep (its cluster dies with it), then resume: nothing lost, nothing rerun."""
+    import subprocess
+    import sys
+
+    import optuna
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    from prefect_mltrain.blocks import DaskCompute, MlflowTracking
+    from prefect_mltrain.flows import sweep
+    from prefect_mltrain.flows.sweep import study_path, study_storage
+    from prefect_mltrain.settings import MltrainSettings
+
+    for old in faults_dir.iterdir():
+        old.unlink()
+    tests = str(Path(__file__).parent)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SWEEP_SCRIPT, unique_name],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while len(list(faults_dir.glob("*.done"))) < 2 or not _unfinished(faults_dir):
+            assert proc.poll() is None and time.monotonic() < deadline, "the sweep did not get to 2 trials"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    done_before = {int(f.stem) for f in faults_dir.glob("*.done")}
+
+    resumed_at = time.time()
+    result = sweep(
+        trial=FunctionTrial(marked_trial),
+        search_space={"x": uniform(0, 1)},
+        objective=Objective("score"),
+        limits=Limits(max_total_trials=6, max_concurrent_trials=2),
+        seed=3,
+        name=unique_name,
+        compute=DaskCompute(address=cluster.scheduler_address),
+    )
+    starts = [float(f.read_text().split()[1]) for f in faults_dir.glob("*.start")]
+    first = min(s for s in starts if s >= resumed_at)
+    study = optuna.load_study(
+        study_name=unique_name, storage=study_storage(study_path(MltrainSettings().home_dir, unique_name))
+    )
+    trials = study.get_trials()
+    completed = [t for t in trials if t.state.name == "COMPLETE"]
+    flow_runs = prefect_client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"sweep:{unique_name}"])), limit=200
+    )
+    sweeps = [r for r in prefect_client.read_flow_runs(limit=200) if (r.parameters or {}).get("name") == unique_name]
+    client = MlflowTracking().client()
+    mlflow_running = client.search_runs(
+        [result.experiment_id],
+        filter_string=f"tags.`mltrain.sweep` = '{unique_name}' and attributes.status = 'RUNNING'",
+    )
+    print(
+        f"\nresume: trials completed {len(completed)}/6 ({len(done_before)} before the kill), "
+        f"left RUNNING: prefect {sum(not r.state.is_final() for r in [*flow_runs, *sweeps])}, "
+        f"mlflow {len(mlflow_running)}; first trial {first - resumed_at:.1f} s after the resume began"
+    )
+    assert len(completed) == 6 and len(result.trials) == 6
+    for number in done_before:  # no finished trial was run again
+        assert [t.state.name for t in trials if t.user_attrs.get("retry_of") == number] == []
+    assert all(r.state.is_final() for r in flow_runs) and mlflow_running == []
+    assert sorted(r.state.name for r in sweeps) == ["Completed", "Crashed"]
+    assert first - resumed_at < 30, f"the resumed sweep's first trial started {first - resumed_at:.1f} s in"
+
+
+def _unfinished(folder: Path) -> bool:
+    """Whether a trial is running (started, not done)."""
+    return any(not (folder / f"{f.stem}.done").exists() for f in folder.glob("*.start"))
