@@ -101,6 +101,7 @@ class SlotControl:
     tickets: str = ""
     stop_variable: str = ""
     events: str = ""
+    beat_variable: str = ""
 
 
 @dataclass(frozen=True)
@@ -191,7 +192,9 @@ def trial_slot(plan: SlotPlan, trial_flow: Any) -> list[dict[str, Any]]:
                 task_run.task_run.id if task_run else None,
                 sorted({*(task_run.task_run.tags if task_run else ()), f"sweep:{plan.study.name}"}),
             )
-            while _take_ticket(plan.control, tickets, stop):
+            beat = plan.control.beat_variable
+            sweep_alive: Callable[[], bool] = Pulse(distributed.Variable(beat, client=client)) if beat else _always
+            while sweep_alive() and _take_ticket(plan.control, tickets, stop):
                 if study is None:
                     study = plan.study.load(plan.slot)
                 outcome = _run_one(plan, study, runs, gpu_ids, tell)
@@ -264,6 +267,35 @@ class Lease:
         with contextlib.suppress(Exception):  # already released by the sweep, or lapsed
             self.client.release_concurrency_slots_with_lease(self.lease_id)
         self.tell({"kind": "released", "lease": str(self.lease_id)})
+
+
+def _always() -> bool:
+    return True
+
+
+ORPHAN_SECONDS = 30.0
+"""A slot whose sweep has not beaten for this long (its process died) takes no more trials."""
+
+
+@dataclass
+class Pulse:
+    """Whether the sweep that started this slot still runs: its beat (a counter it sets every second) moves.
+
+    Timed with this process's clock, so the clocks of the sweep's and the worker's machines
+    need not agree. A sweep killed on a shared cluster leaves its slots running; they finish
+    the trial at hand and take no other, so a resume does not run beside them.
+    """
+
+    beat: Any
+    seen: Any = None
+    since: float = 0.0
+
+    def __call__(self) -> bool:
+        with contextlib.suppress(Exception):  # unknown yet, or the scheduler slow: judge by the last one seen
+            value = self.beat.get(timeout=5)
+            if value != self.seen:
+                self.seen, self.since = value, time.monotonic()
+        return self.since == 0.0 or time.monotonic() - self.since < ORPHAN_SECONDS
 
 
 def _take_ticket(control: SlotControl, tickets: Any, stop: Any) -> bool:
@@ -575,14 +607,21 @@ def run_trials(
     events = distributed.Queue(f"{prefix}-events", client=dask_client)
     stop = distributed.Variable(f"{prefix}-stop", client=dask_client)
     stop.set(None)
+    beat = distributed.Variable(f"{prefix}-beat", client=dask_client)
+    beats = [0]
+    beat.set(0)
     for i in range(to_run):
         tickets.put(i)
-    control = replace(plan.control, tickets=tickets.name, stop_variable=stop.name, events=events.name)
+    control = replace(
+        plan.control, tickets=tickets.name, stop_variable=stop.name, events=events.name, beat_variable=beat.name
+    )
     plans = [replace(plan, control=control, slot=slot) for slot in range(slots)]
     watch = Watch(dask_client, events, tickets, study, plans[0], log)
     last_shown = [0.0]
 
     def on_wait() -> None:
+        beats[0] += 1
+        beat.set(beats[0])  # the slots' `Pulse`: this sweep still runs
         watch.check()
         if time.monotonic() - last_shown[0] >= 2:
             last_shown[0] = time.monotonic()
@@ -607,6 +646,7 @@ def run_trials(
     timed_out = not reason and deadline is not None and time.time() >= deadline and len(ran) < to_run
     with contextlib.suppress(Exception):  # cleaning up scheduler state is best effort
         stop.delete()
+        beat.delete()
         tickets.close()
         events.close()
     return TrialsRun(outcomes, reason or None, timed_out, watch.lost)
