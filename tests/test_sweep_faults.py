@@ -197,6 +197,45 @@ def test_worker_killed_twice_loses_no_trial(cluster, faults_dir, unique_name, pr
     assert stall < 30, f"no trial ran for {stall:.1f} s"
 
 
+def test_past_the_retry_limit_the_sweep_fails_naming_the_lost_trial(cluster, faults_dir, unique_name, monkeypatch):
+    """With no retries of lost trials, a worker death ends the sweep Failed, never Completed with a trial missing."""
+    from prefect_mltrain.blocks import DaskCompute, MlflowTracking
+    from prefect_mltrain.errors import TrialsLostError
+    from prefect_mltrain.flows import sweep
+    from prefect_mltrain.sweep import study as sweep_study
+
+    monkeypatch.setattr(sweep_study, "LOST_TRIAL_RETRIES", 0)
+    for old in faults_dir.iterdir():
+        old.unlink()
+    killer = Killer(faults_dir, cluster, after_done=[1])
+    killer.start()
+    try:
+        with pytest.raises(TrialsLostError) as info:
+            sweep(
+                trial=FunctionTrial(marked_trial),
+                search_space={"x": uniform(0, 1)},
+                objective=Objective("score"),
+                limits=Limits(max_total_trials=4, max_concurrent_trials=2),
+                name=unique_name,
+                compute=DaskCompute(address=cluster.scheduler_address),
+            )
+    finally:
+        killer.stop.set()
+        killer.join(timeout=30)
+    ((number, _),) = killer.killed
+    assert f"trials [{number}] were lost" in str(info.value) and "Rerun it" in str(info.value)
+    client = MlflowTracking().client()
+    (parent,) = _parent_runs(client, unique_name)
+    assert parent.info.status == "FAILED" and f"trials [{number}]" in parent.data.tags["mltrain.stop_reason"]
+
+
+def _parent_runs(client, name):
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(
+        experiments, filter_string=f"tags.`mltrain.sweep` = '{name}' and tags.`mltrain.sweep_role` = 'parent'"
+    )
+
+
 SWEEP_SCRIPT = """
 import sys
 from prefect_mltrain.blocks import DaskCompute
@@ -287,6 +326,9 @@ def test_sweep_process_killed_then_resumed(cluster, faults_dir, unique_name, pre
     for number in done_before:  # no finished trial was run again
         assert [t.state.name for t in trials if t.user_attrs.get("retry_of") == number] == []
     assert all(r.state.is_final() for r in flow_runs) and mlflow_running == []
+    assert any(r.state.name == "Crashed" for r in flow_runs)  # the trial the kill cut short
+    rerun = [t for t in trials if t.user_attrs.get("retry_of") is not None]
+    assert rerun and all(t.state.name == "COMPLETE" for t in rerun)
     assert sorted(r.state.name for r in sweeps) == ["Completed", "Crashed"]
     assert first - resumed_at < 30, f"the resumed sweep's first trial started {first - resumed_at:.1f} s in"
 
@@ -294,3 +336,25 @@ def test_sweep_process_killed_then_resumed(cluster, faults_dir, unique_name, pre
 def _unfinished(folder: Path) -> bool:
     """Whether a trial is running (started, not done)."""
     return any(not (folder / f"{f.stem}.done").exists() for f in folder.glob("*.start"))
+
+
+@pytest.mark.unit
+def test_a_trial_lost_too_often_is_not_run_again_and_counts_as_lost():
+    """`lose_trial`: FAIL and queued again `LOST_TRIAL_RETRIES` times, then a counted FAIL named by `lost_trials`."""
+    import optuna
+
+    from prefect_mltrain.sweep import study as sweep_study
+
+    study = optuna.create_study()
+    distribution = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    number = study.ask(distribution).number
+    for attempt in range(sweep_study.LOST_TRIAL_RETRIES + 1):
+        lost = sweep_study.lose_trial(study, number, f"worker died ({attempt})")
+        assert lost is not None and lost["retried"] == (attempt < sweep_study.LOST_TRIAL_RETRIES)
+        if lost["retried"]:
+            retry = study.ask(distribution)
+            assert retry.user_attrs["retry_of"] == number and retry.params == lost["params"]
+            number = retry.number
+    assert sweep_study.lost_trials(study) == [number]
+    assert len(sweep_study.finished_trials(study)) == 1  # the abandoned attempts are not counted
+    assert sweep_study.lose_trial(study, number, "again") is None  # an ended trial is left alone
