@@ -358,3 +358,7 @@ def test_a_trial_lost_too_often_is_not_run_again_and_counts_as_lost():
     assert sweep_study.lost_trials(study) == [number]
     assert len(sweep_study.finished_trials(study)) == 1  # the abandoned attempts are not counted
     assert sweep_study.lose_trial(study, number, "again") is None  # an ended trial is left alone
+    # Rerunning the sweep (resume) runs it again: it no longer counts, and nothing is lost.
+    assert sweep_study.recover(study) == 1
+    assert sweep_study.lost_trials(study) == [] and sweep_study.finished_trials(study) == []
+    assert study.ask(distribution).user_attrs["retry_of"] == number

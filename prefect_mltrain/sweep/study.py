@@ -164,6 +164,8 @@ def load_study(name: str, path: Path | str, sampler: Any, pruner: Any) -> Any:
 def recover(study: Any) -> int:
     """Mark trials left RUNNING by a killed sweep as failed and queue their configurations again.
 
+    Trials an earlier run lost more often than `LOST_TRIAL_RETRIES` are queued again too.
+
     Returns:
         How many trials were queued again.
     """
@@ -173,6 +175,10 @@ def recover(study: Any) -> int:
         trial_by_id(study, storage_id(t)).set_user_attr("abandoned", True)
         study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        requeued += 1
+    for number in lost_trials(study):  # lost past the retry limit in an earlier run: this rerun runs them
+        frozen = study.get_trials(deepcopy=False)[number]  # its retry supersedes it (`superseded`)
+        study.enqueue_trial(frozen.params, user_attrs={"retry_of": number}, skip_if_exists=False)
         requeued += 1
     return requeued
 
@@ -227,22 +233,30 @@ def kill_trial_runs(client: Any, experiment_id: str, name: str, number: int) -> 
     return len(runs)
 
 
+def superseded(study: Any) -> set[int]:
+    """Trials run again as another trial (some trial's `retry_of`): not counted, not on the leaderboard."""
+    return {int(t.user_attrs["retry_of"]) for t in study.get_trials(deepcopy=False) if "retry_of" in t.user_attrs}
+
+
 def lost_trials(study: Any) -> list[int]:
-    """Trials lost more often than they are retried (counted FAILs with `lost` set)."""
+    """Trials lost more often than they are retried (counted FAILs with `lost` set), not queued again since."""
+    again = superseded(study)
     return [
         t.number
         for t in study.get_trials(deepcopy=False)
-        if t.user_attrs.get("lost") and not t.user_attrs.get("abandoned")
+        if t.user_attrs.get("lost") and not t.user_attrs.get("abandoned") and t.number not in again
     ]
 
 
 def finished_trials(study: Any) -> list[Any]:
-    """The trials that count as run: completed, pruned, or failed (not those abandoned by a killed sweep)."""
+    """The trials that count as run: completed, pruned, or failed (not those abandoned or run again)."""
     states = import_optuna().trial.TrialState
+    again = superseded(study)
     return [
         t
         for t in study.get_trials(deepcopy=False)
-        if t.state in (states.COMPLETE, states.PRUNED) or (t.state == states.FAIL and not t.user_attrs.get("abandoned"))
+        if t.state in (states.COMPLETE, states.PRUNED)
+        or (t.state == states.FAIL and not t.user_attrs.get("abandoned") and t.number not in again)
     ]
 
 
@@ -354,8 +368,9 @@ def rows(study: Any, goal: Objective) -> list[dict[str, Any]]:
     """The leaderboard: one row per trial (not those abandoned), completed ones best first."""
     optuna = import_optuna()
     found = []
+    again = superseded(study)
     for t in study.get_trials(deepcopy=False):
-        if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("abandoned"):
+        if t.state == optuna.trial.TrialState.FAIL and (t.user_attrs.get("abandoned") or t.number in again):
             continue
         found.append(
             {
