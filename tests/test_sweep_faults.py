@@ -362,3 +362,95 @@ def test_a_trial_lost_too_often_is_not_run_again_and_counts_as_lost():
     assert sweep_study.recover(study) == 1
     assert sweep_study.lost_trials(study) == [] and sweep_study.finished_trials(study) == []
     assert study.ask(distribution).user_attrs["retry_of"] == number
+
+
+COMMAND_SCRIPT = """
+import os, sys, time
+import mlflow
+folder = os.environ["FAULTS_DIR"]
+run_id = os.environ["MLFLOW_RUN_ID"]
+open(os.path.join(folder, run_id + ".cmdstart"), "w").write(str(os.getpid()))
+for step in range(1, 9):
+    time.sleep(0.15)
+    mlflow.log_metric("score", float(sys.argv[2]) * step / 8, step=step)
+open(os.path.join(folder, run_id + ".cmddone"), "w").write("done")
+"""
+
+
+def _ancestor_in(pid: int, pids: set[int]) -> int | None:
+    """The first ancestor of `pid` (itself included) in `pids`."""
+    while pid > 1:
+        if pid in pids:
+            return pid
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            return None
+    return None
+
+
+def test_command_trial_survives_its_worker_killed(cluster, faults_dir, unique_name, prefect_client, tmp_path):
+    """A CommandTrial's worker SIGKILLed: the script dies too, the trial runs again, nothing left RUNNING."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    from prefect_mltrain.blocks import DaskCompute, MlflowTracking
+    from prefect_mltrain.flows import sweep
+    from prefect_mltrain.sweep import CommandTrial
+
+    for old in faults_dir.iterdir():
+        old.unlink()
+    (tmp_path / "train.py").write_text(COMMAND_SCRIPT)
+    killed: list[int] = []
+
+    def kill_one() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not killed:
+            if list(faults_dir.glob("*.cmddone")):
+                workers = {n.process.pid for n in list(cluster.workers.values()) if n.process and n.process.pid}
+                for start in faults_dir.glob("*.cmdstart"):
+                    if not (faults_dir / f"{start.stem}.cmddone").exists():
+                        script = int(start.read_text())
+                        worker = _ancestor_in(script, workers)
+                        if worker is not None and len(workers) == 2:
+                            os.kill(worker, signal.SIGKILL)
+                            killed.append(script)
+                            return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_one, daemon=True)
+    killer.start()
+    result = sweep(
+        trial=CommandTrial(
+            script="train.py",
+            source_directory=str(tmp_path),
+            arguments=["--x", "${{search_space.x}}"],
+            environment_variables={"FAULTS_DIR": str(faults_dir)},
+            poll_seconds=0.2,
+        ),
+        search_space={"x": uniform(0, 1)},
+        objective=Objective("score"),
+        limits=Limits(max_total_trials=4, max_concurrent_trials=2),
+        name=unique_name,
+        compute=DaskCompute(address=cluster.scheduler_address),
+    )
+    killer.join(timeout=30)
+    assert len(killed) == 1, "no command trial was killed"
+    time.sleep(3)  # the script's supervisor kills it within a second or two of its worker
+    script_alive = Path(f"/proc/{killed[0]}").exists() and "Z" not in Path(f"/proc/{killed[0]}/stat").read_text()
+    client = MlflowTracking().client()
+    mlflow_running = client.search_runs(
+        [result.experiment_id],
+        filter_string=f"tags.`mltrain.sweep` = '{unique_name}' and attributes.status = 'RUNNING'",
+    )
+    flow_runs = prefect_client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"sweep:{unique_name}"])), limit=200
+    )
+    completed = [r for r in result.trials if r["state"] == "COMPLETE"]
+    print(
+        f"\ncommand: trials completed {len(completed)}/4, left RUNNING: mlflow {len(mlflow_running)}, "
+        f"prefect {sum(not r.state.is_final() for r in flow_runs)}; killed script alive: {script_alive}"
+    )
+    assert len(completed) == 4 and len(result.trials) == 4
+    assert mlflow_running == [] and all(r.state.is_final() for r in flow_runs)
+    assert sum(r.state.name == "Crashed" for r in flow_runs) == 1
+    assert not script_alive
