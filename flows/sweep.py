@@ -26,7 +26,7 @@ from prefect_mltrain.blocks._load import resolve_block
 from prefect_mltrain.blocks.compute import DaskCompute
 from prefect_mltrain.blocks.model import check_model_name
 from prefect_mltrain.blocks.tracking import MlflowTracking
-from prefect_mltrain.errors import ConfigurationError, MetricNotReportedError, SweepLockedError
+from prefect_mltrain.errors import ConfigurationError, MetricNotReportedError, SweepLockedError, TrialsLostError
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.sweep import runner, study
 from prefect_mltrain.sweep.config import Limits, Objective
@@ -43,6 +43,7 @@ __all__ = [
     "SweepLockedError",
     "SweepPlan",
     "SweepResult",
+    "TrialsLostError",
     "check_sweep",
     "study_path",
     "study_storage",
@@ -216,9 +217,16 @@ def sweep(
     with study.sweep_lock(home / "sweeps" / f"{plan.name}.lock", plan.name):
         path = study_path(home, plan.name)
         opened = study.open_sweep(plan, path, tracker, experiment_name, mlflow_tags(info), logger)
+        if crashed := runner.crash_stale_flow_runs(plan.name, info["id"]):
+            logger.info("Ended %d flow run(s) left running by a killed run of this sweep (Crashed).", crashed)
         started = time.monotonic()
         stop_reason = _run_trials(plan, opened, target, tracker, logger)
         result = study.finish(opened, plan, stop_reason, info["url"])
+        if study.lost_trials(opened.study):
+            opened.client.set_terminated(opened.parent_run_id, status="FAILED")
+            raise TrialsLostError(
+                f"The sweep {plan.name!r} is partial: {stop_reason}. Rerun it (same name) to run them."
+            )
         elapsed = time.monotonic() - started
         logger.info("Sweep %r done in %.1f s (%s): %s", plan.name, elapsed, stop_reason, study.counts(result))
         if register_best_model_as and result.best_trial is not None and plan.spec.model_artifact:
@@ -242,12 +250,10 @@ def _run_trials(
 ) -> str:
     """Run the trials left to run on `target`, showing progress; return why the sweep stopped."""
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
-    from prefect.client.orchestration import get_client
 
     name, lim = plan.name, plan.limits
     concurrency_limit = f"mltrain-sweep-{name}"
-    with get_client(sync_client=True) as prefect_client:
-        prefect_client.upsert_global_concurrency_limit_by_name(concurrency_limit, lim.max_concurrent_trials)
+    runner.reset_concurrency_limit(concurrency_limit, lim.max_concurrent_trials)
     left = study.remaining(opened.study, plan)
     if opened.resumed:
         logger.info("Resuming sweep %r: %d trial(s) finished before, %d to run.", name, left.done_before, left.to_run)
@@ -268,7 +274,20 @@ def _run_trials(
     slots = min(lim.max_concurrent_trials, left.to_run) if not left.goal_reached else 0
     with study.ends_parent_run_on_error(opened), target.task_runner() as task_runner:
         ran = runner.run_trials(
-            task_runner, trial_slot, slot_plan, slots, left.to_run, target.worker_resources(), opened.study, progress
+            task_runner,
+            trial_slot,
+            slot_plan,
+            slots,
+            left.to_run,
+            target.worker_resources(),
+            opened.study,
+            progress,
+            logger.warning,
+        )
+    if lost := study.lost_trials(opened.study):
+        return (
+            f"trials {lost} were lost (their worker or process died) {study.LOST_TRIAL_RETRIES + 1} times "
+            f"each and were not run again"
         )
     if ran.stop_reason:
         return ran.stop_reason

@@ -94,3 +94,7 @@ class MetricNotReportedError(MltrainError):
 
 class SweepLockedError(MltrainError):
     """Another process is running a sweep of the same name."""
+
+
+class TrialsLostError(MltrainError):
+    """A sweep lost trials (their worker or process died) more often than it retries them."""

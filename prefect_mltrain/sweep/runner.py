@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from prefect_mltrain._compat import heartbeats
@@ -100,6 +100,8 @@ class SlotControl:
     goal_value: float | None = None
     tickets: str = ""
     stop_variable: str = ""
+    events: str = ""
+    beat_variable: str = ""
 
 
 @dataclass(frozen=True)
@@ -153,27 +155,35 @@ def trial_slot(plan: SlotPlan, trial_flow: Any) -> list[dict[str, Any]]:
     The body of the `trial-slot` task: it holds one slot of the sweep's Prefect global
     concurrency limit and its GPUs (`CUDA_VISIBLE_DEVICES`), and runs each trial as a flow run
     of `trial_flow` without flow-run heartbeats (`heartbeats.off`: a trial's state changes show
-    it is alive). Returns the outcome of every trial it ran.
+    it is alive). It tells the sweep (the `events` queue) its worker, its concurrency lease and
+    the trial it runs, so that the sweep can end the trial and free the lease should the worker
+    die (`Watch`). Returns the outcome of every trial it ran.
     """
     import distributed
     from prefect.client.orchestration import get_client
-    from prefect.concurrency.sync import concurrency
     from prefect.context import TaskRunContext
 
     client = distributed.get_client()
     tickets = distributed.Queue(plan.control.tickets, client=client)
     stop = distributed.Variable(plan.control.stop_variable, client=client)
+    events = distributed.Queue(plan.control.events, client=client) if plan.control.events else None
+    worker = distributed.get_worker().address
     allocator = worker_allocator(os.environ, visible_gpu_count())
     gpu_ids = allocator.acquire(devices_needed(plan.gpus_per_trial))
     saved = {k: os.environ.get(k) for k in cuda_env(gpu_ids)}
     study = None  # loaded with the first ticket: a slot that gets none leaves at once, even on a cold worker
     outcomes: list[dict[str, Any]] = []
+
+    def tell(event: dict[str, Any]) -> None:
+        if events is not None:
+            events.put({**event, "worker": worker, "slot": plan.slot})
+
     try:
         os.environ.update(cuda_env(gpu_ids))
         with (
-            concurrency(plan.control.concurrency_limit, occupy=1),
-            heartbeats.off(),
             get_client(sync_client=True) as prefect_client,
+            Lease(prefect_client, plan.control.concurrency_limit, tell),
+            heartbeats.off(),
         ):
             task_run = TaskRunContext.get()
             runs = TrialRuns(
@@ -182,10 +192,12 @@ def trial_slot(plan: SlotPlan, trial_flow: Any) -> list[dict[str, Any]]:
                 task_run.task_run.id if task_run else None,
                 sorted({*(task_run.task_run.tags if task_run else ()), f"sweep:{plan.study.name}"}),
             )
-            while _take_ticket(plan.control, tickets, stop):
+            beat = plan.control.beat_variable
+            sweep_alive: Callable[[], bool] = Pulse(distributed.Variable(beat, client=client)) if beat else _always
+            while sweep_alive() and _take_ticket(plan.control, tickets, stop):
                 if study is None:
                     study = plan.study.load(plan.slot)
-                outcome = _run_one(plan, study, runs, gpu_ids)
+                outcome = _run_one(plan, study, runs, gpu_ids, tell)
                 outcomes.append(outcome)
                 reason = _stops_the_sweep(plan, outcome)
                 if reason:
@@ -199,6 +211,91 @@ def trial_slot(plan: SlotPlan, trial_flow: Any) -> list[dict[str, Any]]:
             else:
                 os.environ[k] = v
     return outcomes
+
+
+LEASE_SECONDS = 60.0
+"""A slot's concurrency lease lasts this long unless renewed (every third of it; Prefect's
+shortest lease): should the sweep process itself die, its slots' leases lapse within this time. A worker's death frees its
+lease at once: the sweep releases it (`Watch`)."""
+
+
+class Lease:
+    """One slot of the sweep's Prefect global concurrency limit, held with a lease that a thread renews.
+
+    Prefect's `concurrency()` hides its lease; this one tells `tell` its id (`{"kind": "lease"}`)
+    so that the sweep can release it when this slot's worker dies, instead of the slot standing
+    taken until the lease lapses.
+    """
+
+    def __init__(self, client: Any, limit: str, tell: Callable[[dict[str, Any]], None]) -> None:
+        self.client, self.limit, self.tell = client, limit, tell
+        self.lease_id: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Lease:
+        import httpx
+
+        while True:
+            try:
+                response = self.client.increment_concurrency_slots_with_lease(
+                    [self.limit], 1, "concurrency", LEASE_SECONDS
+                )
+                break
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != 423:
+                    raise
+                time.sleep(min(float(exc.response.headers.get("Retry-After", 0.5)), 1.0))
+        self.lease_id = response.json()["lease_id"]
+        self.tell({"kind": "lease", "lease": str(self.lease_id)})
+        self._thread = threading.Thread(target=self._renew, name="mltrain-slot-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def _renew(self) -> None:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:  # its own: httpx clients are not shared across threads here
+            while not self._stop.wait(LEASE_SECONDS / 3):
+                with contextlib.suppress(Exception):  # a missed renewal is retried; the lease lasts 3 of them
+                    client.renew_concurrency_lease(self.lease_id, LEASE_SECONDS)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        with contextlib.suppress(Exception):  # already released by the sweep, or lapsed
+            self.client.release_concurrency_slots_with_lease(self.lease_id)
+        self.tell({"kind": "released", "lease": str(self.lease_id)})
+
+
+def _always() -> bool:
+    return True
+
+
+ORPHAN_SECONDS = 30.0
+"""A slot whose sweep has not beaten for this long (its process died) takes no more trials."""
+
+
+@dataclass
+class Pulse:
+    """Whether the sweep that started this slot still runs: its beat (a counter it sets every second) moves.
+
+    Timed with this process's clock, so the clocks of the sweep's and the worker's machines
+    need not agree. A sweep killed on a shared cluster leaves its slots running; they finish
+    the trial at hand and take no other, so a resume does not run beside them.
+    """
+
+    beat: Any
+    seen: Any = None
+    since: float = 0.0
+
+    def __call__(self) -> bool:
+        with contextlib.suppress(Exception):  # unknown yet, or the scheduler slow: judge by the last one seen
+            value = self.beat.get(timeout=5)
+            if value != self.seen:
+                self.seen, self.since = value, time.monotonic()
+        return self.since == 0.0 or time.monotonic() - self.since < ORPHAN_SECONDS
 
 
 def _take_ticket(control: SlotControl, tickets: Any, stop: Any) -> bool:
@@ -227,18 +324,26 @@ def _stops_the_sweep(plan: SlotPlan, outcome: dict[str, Any]) -> str | None:
     return None
 
 
-def _run_one(plan: SlotPlan, study: Any, runs: TrialRuns, gpu_ids: list[str]) -> dict[str, Any]:
-    """Ask the study for a configuration, run it as a `sweep-trial` flow run, return the outcome."""
+def _run_one(
+    plan: SlotPlan, study: Any, runs: TrialRuns, gpu_ids: list[str], tell: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """Ask the study for a configuration, run it as a `sweep-trial` flow run, return the outcome.
+
+    `tell` hears the trial start (its number and flow run) and end, for the sweep's `Watch`.
+    """
     optuna = import_optuna()
     space, sweep = plan.study.space, plan.study.name
     asked = study.ask(space.internal())
     values = space.values(asked.params)
     asked.set_user_attr("params", values)
     flow_run = runs.create(f"{sweep}-trial-{asked.number}", {"sweep": sweep, "number": asked.number, "params": values})
+    asked.set_user_attr("flow_run_id", str(flow_run.id))
     parameters = dict(
         sweep=sweep, number=asked.number, params=values, plan=plan, trial_id=storage_id(asked), gpu_ids=gpu_ids
     )
+    tell({"kind": "start", "number": asked.number, "flow_run_id": str(flow_run.id)})
     state = run_created_flow_run(runs.flow, flow_run, parameters)
+    tell({"kind": "end", "number": asked.number})
     outcome = outcome_of(state)
     if outcome is None or (state.is_failed() or state.is_crashed()) and outcome.get("state") != "FAIL":
         study.tell(asked.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
@@ -266,11 +371,12 @@ def outcome_of(state: Any) -> dict[str, Any] | None:
 
 @dataclass(frozen=True)
 class TrialsRun:
-    """What the slots did: every trial's outcome, the reason a slot stopped the sweep, and whether time ran out."""
+    """What the slots did: every trial's outcome, the reason a slot stopped the sweep, whether time ran out, trials lost."""
 
     outcomes: list[dict[str, Any]]
     stop_reason: str | None = None
     timed_out: bool = False
+    lost: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -289,6 +395,185 @@ class Progress:
             self.shown = finished
 
 
+class Watch:
+    """The sweep's eye on its slots (in the sweep's flow run): what each runs, and whether its worker lives.
+
+    Slots tell the `events` queue their worker, their concurrency lease and the trial they run.
+    When a slot's worker leaves the cluster (killed, out of memory), or a slot task ends while a
+    trial of it was running, the trial is lost: its flow run ends Crashed, its MLflow run
+    KILLED, its Optuna trial FAIL, its configuration is queued again with `retry_of` (up to
+    `study.LOST_TRIAL_RETRIES`) with a ticket for it, and the slot's lease is released at once.
+    """
+
+    def __init__(self, dask_client: Any, events: Any, tickets: Any, study: Any, plan: SlotPlan, log: Any) -> None:
+        self.dask_client, self.events, self.tickets, self.study, self.plan, self.log = (
+            dask_client,
+            events,
+            tickets,
+            study,
+            plan,
+            log,
+        )
+        self.running: dict[tuple[str, int], dict[str, Any]] = {}  # (worker, slot) -> the trial it runs
+        self.leases: dict[tuple[str, int], str] = {}  # (worker, slot) -> its lease id
+        self.lost: list[dict[str, Any]] = []  # every trial lost, retried or not
+        self.dead_workers: set[str] = set()
+
+    def check(self, slots_ended: bool = False) -> None:
+        """Read the slots' events, and end what dead workers (or, with `slots_ended`, every slot) left behind."""
+        for event in self.events.get(batch=True):
+            key = (event["worker"], event["slot"])
+            kind = event["kind"]
+            if kind == "lease":
+                self.leases[key] = event["lease"]
+            elif kind == "released":
+                self.leases.pop(key, None)
+            elif kind == "start":
+                self.running[key] = event
+            elif kind == "end":
+                self.running.pop(key, None)
+        if slots_ended:
+            self._orphans()
+        if not self.running and not self.leases:
+            return
+        alive = set(self.dask_client.scheduler_info(n_workers=-1)["workers"])
+        for key in [k for k in {*self.running, *self.leases} if slots_ended or k[0] not in alive]:
+            why = "its Dask worker died" if key[0] not in alive else "its slot task ended while it ran"
+            if key[0] not in alive:
+                self.dead_workers.add(key[0])
+            lease = self.leases.pop(key, None)
+            if lease is not None:
+                release_lease(lease)
+            trial = self.running.pop(key, None)
+            if trial is not None:
+                self._lose(trial, f"trial {trial['number']} was lost: {why} ({key[0]})")
+
+    def _orphans(self) -> None:
+        """With every slot ended, a trial still RUNNING in the study is lost (its worker died before telling)."""
+        from prefect_mltrain.sweep.journal import import_optuna
+
+        running = import_optuna().trial.TrialState.RUNNING
+        known = {int(t["number"]) for t in self.running.values()}
+        for t in self.study.get_trials(deepcopy=False, states=(running,)):
+            if t.number not in known:
+                trial = {"number": t.number, "flow_run_id": t.user_attrs.get("flow_run_id")}
+                self._lose(trial, f"trial {t.number} was lost: its slot ended while it ran")
+
+    def _lose(self, trial: dict[str, Any], reason: str) -> None:
+        from prefect_mltrain.sweep.study import kill_trial_runs, lose_trial
+
+        number = int(trial["number"])
+        lost = lose_trial(self.study, number, reason)
+        crash_flow_run(trial["flow_run_id"], reason)
+        tracking = self.plan.tracking
+        with contextlib.suppress(Exception):  # the store may be unreachable; a resume ends them too
+            kill_trial_runs(tracking.tracking.client(), tracking.experiment_id, self.plan.study.name, number)
+        if lost is None:  # it had finished (told the study) just before its worker died
+            return
+        self.lost.append({**lost, "reason": reason})
+        if lost["retried"]:
+            self.tickets.put(-1 - number)
+            self.log(f"{reason}; it runs again as a new trial (retry_of={number}).")
+        else:
+            self.log(f"{reason}; it was lost {lost_retries() + 1} times and is not run again.")
+
+
+def lost_retries() -> int:
+    """`study.LOST_TRIAL_RETRIES` (read late, so tests may lower it)."""
+    from prefect_mltrain.sweep import study
+
+    return study.LOST_TRIAL_RETRIES
+
+
+def reset_concurrency_limit(name: str, limit: int) -> None:
+    """The sweep's global concurrency limit, made afresh with no slot taken.
+
+    The sweep holds its name's lock, so a slot still taken belongs to a process that died (a
+    crashed run of this sweep): deleting the limit frees it at once, where its lease would hold
+    it up to `LEASE_SECONDS` (Prefect's own default: 300 s).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        with contextlib.suppress(ObjectNotFound):
+            client.delete_global_concurrency_limit_by_name(name)
+        client.upsert_global_concurrency_limit_by_name(name, limit)
+
+
+def crash_stale_flow_runs(name: str, current_flow_run_id: str | None) -> int:
+    """End Crashed the flow runs a killed run of sweep `name` left unfinished; return how many.
+
+    Its trial flow runs (tagged `sweep:<name>`), its own `sweep` flow run and that run's slot
+    task runs. The caller holds the sweep's lock, so none of them is alive.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowFilter,
+        FlowFilterName,
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+        TaskRunFilter,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    unfinished = [StateType.RUNNING, StateType.PENDING, StateType.SCHEDULED]
+    message = f"a run of sweep {name!r} that was killed left this run unfinished; a resume of the sweep ended it"
+    current = uuid.UUID(str(current_flow_run_id)) if current_flow_run_id else None
+    crashed = 0
+    with get_client(sync_client=True) as client:
+        state = FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished))
+        trials = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"sweep:{name}"]), state=state), limit=200
+        )
+        sweeps = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["sweep"])),
+            flow_run_filter=FlowRunFilter(state=state),
+            limit=200,
+        )
+        sweeps = [r for r in sweeps if r.id != current and (r.parameters or {}).get("name") == name]
+        for run in [*trials, *sweeps]:
+            if run.id != current:
+                client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+                crashed += 1
+        if sweeps:
+            slots = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r.id for r in sweeps])),
+                task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=unfinished))),
+                limit=200,
+            )
+            for task_run in slots:
+                client.set_task_run_state(task_run.id, Crashed(message=message), force=True)
+    return crashed
+
+
+def release_lease(lease_id: str) -> None:
+    """Release a concurrency lease whose holder died (best effort: it lapses within `LEASE_SECONDS` anyway)."""
+    from prefect.client.orchestration import get_client
+
+    with contextlib.suppress(Exception), get_client(sync_client=True) as client:
+        client.release_concurrency_slots_with_lease(uuid.UUID(lease_id))
+
+
+def crash_flow_run(flow_run_id: str | None, message: str) -> None:
+    """Set a flow run whose process died Crashed, unless it already ended (best effort)."""
+    if not flow_run_id:
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    with contextlib.suppress(Exception), get_client(sync_client=True) as client:
+        run = client.read_flow_run(uuid.UUID(str(flow_run_id)))
+        if run.state is None or not run.state.is_final():
+            client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+
+
 def run_trials(
     task_runner: Any,
     slot_task: Any,
@@ -298,12 +583,14 @@ def run_trials(
     resources: dict[str, Any] | None,
     study: Any,
     progress: Progress,
+    log: Callable[[str], Any] = print,
 ) -> TrialsRun:
     """Run `to_run` trials in `slots` slot tasks on the Dask `task_runner`; return what they did.
 
     `plan` is every slot's plan but for its number and the queue names, set here. Each slot task
     is submitted with the Dask `resources` annotation (the trial's GPUs). `progress` is shown
-    every 2 s from the study.
+    every 2 s from the study. A trial lost with its worker is run again (`Watch`); should the
+    slots end with tickets left (their worker died), new slots take them.
 
     Raises:
         MetricNotReportedError: A trial finished without the primary metric (the sweep stopped).
@@ -315,31 +602,54 @@ def run_trials(
 
     dask_client = task_runner.client
     token = uuid.uuid4().hex[:12]
-    tickets = distributed.Queue(f"mltrain-{plan.study.name}-{token}-tickets", client=dask_client)
-    stop = distributed.Variable(f"mltrain-{plan.study.name}-{token}-stop", client=dask_client)
+    prefix = f"mltrain-{plan.study.name}-{token}"
+    tickets = distributed.Queue(f"{prefix}-tickets", client=dask_client)
+    events = distributed.Queue(f"{prefix}-events", client=dask_client)
+    stop = distributed.Variable(f"{prefix}-stop", client=dask_client)
     stop.set(None)
+    beat = distributed.Variable(f"{prefix}-beat", client=dask_client)
+    beats = [0]
+    beat.set(0)
     for i in range(to_run):
         tickets.put(i)
-    control = replace(plan.control, tickets=tickets.name, stop_variable=stop.name)
+    control = replace(
+        plan.control, tickets=tickets.name, stop_variable=stop.name, events=events.name, beat_variable=beat.name
+    )
     plans = [replace(plan, control=control, slot=slot) for slot in range(slots)]
+    watch = Watch(dask_client, events, tickets, study, plans[0], log)
+    last_shown = [0.0]
 
     def on_wait() -> None:
-        progress.show(len(finished_trials(study)) - progress.done_before)
+        beats[0] += 1
+        beat.set(beats[0])  # the slots' `Pulse`: this sweep still runs
+        watch.check()
+        if time.monotonic() - last_shown[0] >= 2:
+            last_shown[0] = time.monotonic()
+            progress.show(len(finished_trials(study)) - progress.done_before)
 
-    outcomes = run_slots(task_runner, slot_task, plans, resources, on_wait)
+    outcomes: list[dict[str, Any]] = []
+    deadline = control.deadline
+    for _ in range(1 + lost_retries() * to_run):  # each round after the first runs lost trials' tickets
+        outcomes += run_slots(task_runner, slot_task, plans, resources, on_wait, watch)
+        watch.check(slots_ended=True)
+        if any(o.get("error") == "metric_not_reported" for o in outcomes):
+            break
+        if stop.get(timeout=5) or (deadline is not None and time.time() >= deadline) or tickets.qsize() == 0:
+            break
+        plans = plans[: max(1, min(len(plans), tickets.qsize()))]
     progress.show(len(outcomes), force=True)
     for outcome in outcomes:
         if outcome.get("error") == "metric_not_reported":
             raise MetricNotReportedError(outcome["message"])
     reason = stop.get(timeout=5)
-    deadline = control.deadline
-    timed_out = not reason and deadline is not None and time.time() >= deadline and len(outcomes) < to_run
-    try:
+    ran = [o for o in outcomes if o.get("number") not in {x["number"] for x in watch.lost}]
+    timed_out = not reason and deadline is not None and time.time() >= deadline and len(ran) < to_run
+    with contextlib.suppress(Exception):  # cleaning up scheduler state is best effort
         stop.delete()
+        beat.delete()
         tickets.close()
-    except Exception:  # cleaning up scheduler state is best effort
-        pass
-    return TrialsRun(outcomes, reason or None, timed_out)
+        events.close()
+    return TrialsRun(outcomes, reason or None, timed_out, watch.lost)
 
 
 def run_slots(
@@ -348,8 +658,13 @@ def run_slots(
     plans: list[SlotPlan],
     resources: dict[str, Any] | None,
     on_wait: Callable[[], None],
+    watch: Watch | None = None,
 ) -> list[dict[str, Any]]:
-    """Submit one `slot_task` per plan, wait for all (calling `on_wait` every 2 s), return every outcome."""
+    """Submit one `slot_task` per plan, wait for all (calling `on_wait` every second), return every outcome.
+
+    A slot that failed because its worker died (Dask gave up rescheduling it: `KilledWorker`)
+    gives no outcomes; its trial is the `watch`'s to end. Any other failure of a slot raises.
+    """
     import dask
     import distributed
 
@@ -357,11 +672,18 @@ def run_slots(
     for plan in plans:
         with dask.annotate(resources=resources) if resources else contextlib.nullcontext():
             futures.append(task_runner.submit(slot_task, parameters={"plan": plan}))
-    while True:  # wake when the slots end, and every 2 s to show progress (not an API write per trial)
+    while True:  # wake when the slots end, and every second to watch the workers and show progress
         try:
             with task_runner.client.as_current():
-                distributed.wait([f.wrapped_future for f in futures], timeout=2)
+                distributed.wait([f.wrapped_future for f in futures], timeout=1)
             break
         except TimeoutError:
             on_wait()
-    return [o for f in futures for o in f.result()]
+    outcomes: list[dict[str, Any]] = []
+    for f in futures:
+        try:
+            outcomes += f.result()
+        except Exception as exc:
+            if watch is None or not (isinstance(exc, distributed.KilledWorker) or watch.dead_workers):
+                raise
+    return outcomes

@@ -164,6 +164,8 @@ def load_study(name: str, path: Path | str, sampler: Any, pruner: Any) -> Any:
 def recover(study: Any) -> int:
     """Mark trials left RUNNING by a killed sweep as failed and queue their configurations again.
 
+    Trials an earlier run lost more often than `LOST_TRIAL_RETRIES` are queued again too.
+
     Returns:
         How many trials were queued again.
     """
@@ -174,16 +176,87 @@ def recover(study: Any) -> int:
         study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
         requeued += 1
+    for number in lost_trials(study):  # lost past the retry limit in an earlier run: this rerun runs them
+        frozen = study.get_trials(deepcopy=False)[number]  # its retry supersedes it (`superseded`)
+        study.enqueue_trial(frozen.params, user_attrs={"retry_of": number}, skip_if_exists=False)
+        requeued += 1
     return requeued
 
 
+LOST_TRIAL_RETRIES = 2
+"""How many times a sweep runs again a trial whose worker died (`retry_of`, like Ray Tune's
+`max_failures` and Dask's `allowed-failures`); a trial lost more often ends the sweep Failed."""
+
+
+def lose_trial(study: Any, number: int, reason: str) -> dict[str, Any] | None:
+    """A trial whose process died: FAIL in the study, and queued again while retries are left.
+
+    The lost trial is marked `abandoned` (not counted, not on the leaderboard) and its
+    configuration is queued as a new trial with `retry_of`; after `LOST_TRIAL_RETRIES` retries
+    of one configuration it stays a counted FAIL with `lost` set. Returns None when the trial
+    had already finished, else `{"number", "retried", "params", "mlflow_run_id", "flow_run_id"}`.
+    """
+    optuna = import_optuna()
+    frozen = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    if frozen is None or frozen.state.is_finished():
+        return None
+    attempt = int(frozen.user_attrs.get("lost_attempt", 0))
+    retried = attempt < LOST_TRIAL_RETRIES
+    trial = trial_by_id(study, storage_id(frozen))
+    trial.set_user_attr("lost", reason)
+    if retried:
+        trial.set_user_attr("abandoned", True)
+    study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+    if retried:
+        study.enqueue_trial(
+            frozen.params, user_attrs={"retry_of": number, "lost_attempt": attempt + 1}, skip_if_exists=False
+        )
+    return {
+        "number": number,
+        "retried": retried,
+        "params": dict(frozen.params),
+        "mlflow_run_id": frozen.user_attrs.get("mlflow_run_id"),
+        "flow_run_id": frozen.user_attrs.get("flow_run_id"),
+    }
+
+
+def kill_trial_runs(client: Any, experiment_id: str, name: str, number: int) -> int:
+    """End the MLflow runs of trial `number` of sweep `name` still RUNNING (KILLED); return how many."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`mltrain.sweep` = '{name}' and tags.`mltrain.trial` = '{number}' "
+        "and attributes.status = 'RUNNING'",
+        max_results=100,
+    )
+    for r in runs:
+        client.set_terminated(r.info.run_id, status="KILLED")
+    return len(runs)
+
+
+def superseded(study: Any) -> set[int]:
+    """Trials run again as another trial (some trial's `retry_of`): not counted, not on the leaderboard."""
+    return {int(t.user_attrs["retry_of"]) for t in study.get_trials(deepcopy=False) if "retry_of" in t.user_attrs}
+
+
+def lost_trials(study: Any) -> list[int]:
+    """Trials lost more often than they are retried (counted FAILs with `lost` set), not queued again since."""
+    again = superseded(study)
+    return [
+        t.number
+        for t in study.get_trials(deepcopy=False)
+        if t.user_attrs.get("lost") and not t.user_attrs.get("abandoned") and t.number not in again
+    ]
+
+
 def finished_trials(study: Any) -> list[Any]:
-    """The trials that count as run: completed, pruned, or failed (not those abandoned by a killed sweep)."""
+    """The trials that count as run: completed, pruned, or failed (not those abandoned or run again)."""
     states = import_optuna().trial.TrialState
+    again = superseded(study)
     return [
         t
         for t in study.get_trials(deepcopy=False)
-        if t.state in (states.COMPLETE, states.PRUNED) or (t.state == states.FAIL and not t.user_attrs.get("abandoned"))
+        if t.state in (states.COMPLETE, states.PRUNED)
+        or (t.state == states.FAIL and not t.user_attrs.get("abandoned") and t.number not in again)
     ]
 
 
@@ -295,8 +368,9 @@ def rows(study: Any, goal: Objective) -> list[dict[str, Any]]:
     """The leaderboard: one row per trial (not those abandoned), completed ones best first."""
     optuna = import_optuna()
     found = []
+    again = superseded(study)
     for t in study.get_trials(deepcopy=False):
-        if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("abandoned"):
+        if t.state == optuna.trial.TrialState.FAIL and (t.user_attrs.get("abandoned") or t.number in again):
             continue
         found.append(
             {
