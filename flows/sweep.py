@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from prefect import flow, task
+from prefect import task
 from prefect.logging import get_run_logger
 from prefect.states import Completed, Failed
 
@@ -27,6 +27,7 @@ from prefect_mltrain.blocks.compute import DaskCompute
 from prefect_mltrain.blocks.model import check_model_name
 from prefect_mltrain.blocks.tracking import MlflowTracking
 from prefect_mltrain.errors import ConfigurationError, MetricNotReportedError, SweepLockedError, TrialsLostError
+from prefect_mltrain.flows._embedded import flow
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.sweep import runner, study
 from prefect_mltrain.sweep.config import Limits, Objective
@@ -273,6 +274,7 @@ def _run_trials(
     )
     slots = min(lim.max_concurrent_trials, left.to_run) if not left.goal_reached else 0
     with study.ends_parent_run_on_error(opened), target.task_runner() as task_runner:
+        _say_what_runs_at_once(task_runner, slots, lim.max_concurrent_trials, logger.warning)
         ran = runner.run_trials(
             task_runner,
             trial_slot,
@@ -294,3 +296,21 @@ def _run_trials(
     if ran.timed_out:
         return f"timeout_seconds={lim.timeout_seconds} passed"
     return left.stop_reason
+
+
+def _say_what_runs_at_once(task_runner: Any, slots: int, asked: int, warn: Any) -> None:
+    """Say once when the compute runs fewer trials at a time than `max_concurrent_trials` asks."""
+    try:
+        threads = sum(w["nthreads"] for w in task_runner.client.scheduler_info()["workers"].values())
+    except Exception:  # noqa: BLE001 - an adaptive or remote cluster: it may grow, nothing to say
+        return
+    if 0 < threads < slots:
+        warn(
+            "max_concurrent_trials=%d, but the compute runs %d trial(s) at a time (%d worker thread(s)); "
+            "the rest wait for a free one. Fix: give the DaskCompute more workers, e.g. "
+            "DaskCompute(cluster_kwargs={'n_workers': %d, 'threads_per_worker': 1}).",
+            asked,
+            threads,
+            threads,
+            slots,
+        )

@@ -367,3 +367,25 @@ def test_every_sampler_and_pruner_runs_through_the_flow(compute, unique_name, al
             **{**args, "limits": Limits(max_total_trials=6, max_concurrent_trials=1)}, name=f"{unique_name}-again"
         )
         assert sorted(t["x"] for t in again.trials) == sorted(t["x"] for t in result.trials)
+
+
+def test_more_concurrent_trials_than_the_compute_runs_is_said_once(compute, unique_name):
+    from helpers import flow_run_logs
+
+    from prefect_mltrain.flows import sweep
+
+    result = sweep(
+        trial=FunctionTrial(examples.trivial),
+        search_space={"x": uniform(0, 1)},
+        objective=Objective("score"),
+        limits=Limits(max_total_trials=3, max_concurrent_trials=3),
+        name=unique_name,
+        compute=compute,  # 2 workers of 1 thread
+    )
+    said = [
+        m
+        for m in flow_run_logs(result.flow_run_url.rsplit("/", 1)[-1], expect="max_concurrent_trials=3")
+        if m.startswith("max_concurrent_trials=3, but the compute runs 2 trial(s) at a time")
+    ]
+    assert len(said) == 1, said
+    assert "DaskCompute(cluster_kwargs={'n_workers': 3" in said[0]
