@@ -262,6 +262,7 @@ def test_wrong_registry_credentials_fail_without_showing_the_secret(prefect_clie
         state.result()
     message = str(info.value)
     assert registry in message and "alice" in message and "registry_password" in message
+    assert "refused the credentials" in message
     assert any(h.startswith("Basic") for h in _RefusingRegistry.seen_auth), "the engine never sent them"
     assert secret not in message
     assert secret not in flow_run_log_text(state.state_details.flow_run_id, wait=2)
@@ -273,3 +274,20 @@ def test_wrong_registry_credentials_fail_without_showing_the_secret(prefect_clie
     assert unique_name in [doc.name for doc in listed]
     assert secret not in repr(listed) and secret not in str([doc.model_dump() for doc in listed])
     assert secret not in repr(env) and secret not in str(env.model_dump())
+
+
+@requires_docker
+def test_an_unreachable_registry_is_not_called_a_refusal() -> None:
+    from prefect_mltrain.system.net import free_port
+
+    port = free_port()  # nothing listens there
+    env = TrainingEnvironment(
+        dockerfile=f"FROM {BASE_IMAGE}\nRUN echo {uuid.uuid4().hex}\n",
+        registry_url=f"127.0.0.1:{port}",
+        registry_username="alice",
+        registry_password=SecretStr("not-checked"),
+    )
+    with pytest.raises(EnvironmentSpecError, match=rf"The registry '127.0.0.1:{port}' cannot be reached") as info:
+        build(env)
+    assert "refused" not in str(info.value).split("(")[0] and "not-checked" not in str(info.value)
+    assert _image(f"prefect-mltrain-env:{env.content_hash()[:16]}") is None

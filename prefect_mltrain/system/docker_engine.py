@@ -81,6 +81,14 @@ def registry_host(registry_url: str) -> str:
     return re.sub(r"^[a-z]+://", "", registry_url).rstrip("/")
 
 
+#: What Docker says when it cannot reach a registry at all (not a refusal of the credentials).
+_UNREACHABLE = re.compile(
+    r"connection refused|no such host|i/o timeout|dial tcp|no route to host|network is unreachable|"
+    r"context deadline exceeded|server gave HTTP response to HTTPS client",
+    re.IGNORECASE,
+)
+
+
 def login(client: DockerClient, registry_url: str, username: str | None, password: str | None) -> None:
     """Check the registry credentials with the engine; never stores them on disk.
 
@@ -93,6 +101,12 @@ def login(client: DockerClient, registry_url: str, username: str | None, passwor
         client.login(username=username or "", password=password or "", registry=registry_url, reauth=True)
     except APIError as exc:
         reason = redact(_first_line(exc), [password])
+        if _UNREACHABLE.search(str(exc)):
+            raise EnvironmentSpecError(
+                f"The registry {registry_url!r} cannot be reached ({reason}); the credentials were "
+                f"not checked. Fix: correct `registry_url` (host:port), or start the registry / check "
+                f"the network from this machine (`curl https://{registry_url}/v2/`)."
+            ) from None
         raise EnvironmentSpecError(
             f"The registry {registry_url!r} refused the credentials of `registry_username`="
             f"{username!r} ({reason}). Fix: correct `registry_username`/`registry_password` "
