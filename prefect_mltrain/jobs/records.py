@@ -231,7 +231,7 @@ def cancel_job(job_id: str, home: Path, timeout: float = 60.0) -> str:
         if pid is None:  # a deployment's run: its worker stops the infrastructure
             client.set_flow_run_state(run.id, Cancelling(message="cancelled with `prefect-mltrain job cancel`"))
             return f"Cancelling {job_id}: its worker stops it (Prefect state Cancelling)."
-        os.kill(pid, signal.SIGINT)  # the `job run` process cancels as on Ctrl-C (see cli._cancelled)
+        os.kill(pid, signal.SIGINT)  # the `job run` process cancels as on Ctrl-C (see cli.jobs._cancelled)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             run = client.read_flow_run(run.id)
@@ -254,3 +254,47 @@ def _cli_pid(home: Path, tags: list[str]) -> int | None:
             except (OSError, ValueError, KeyError):
                 return None
     return None
+
+
+def mlflow_run_of(client: Any, job_id: str) -> str:
+    """The MLflow run id of `job_id`: an MLflow run id, or the id of the job's Prefect flow run
+    (the one `job run` prints, or its `train-job` subflow's), with the MLflow client `client`.
+
+    Raises:
+        ConfigurationError: Neither.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_run(job_id).info.run_id)
+    except MlflowException:
+        pass
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    flow_runs = [job_id, *_subflow_run_ids(job_id)]
+    for flow_run_id in flow_runs:
+        runs = client.search_runs(
+            experiments, filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}'", order_by=["start_time ASC"]
+        )
+        if runs:
+            return str(runs[0].info.run_id)
+    raise ConfigurationError(
+        f"No MLflow run and no job's Prefect flow run has the id {job_id!r}. Fix: pass the "
+        f"`MLflow run:` id or the flow run id that `prefect-mltrain job run` printed."
+    )
+
+
+def _subflow_run_ids(flow_run_id: str) -> list[str]:
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    try:
+        parent = UUID(flow_run_id)
+    except ValueError:
+        return []
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent]))
+        )
+    return [str(run.id) for run in children]

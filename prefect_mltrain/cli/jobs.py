@@ -1,0 +1,221 @@
+"""`prefect-mltrain job ...`: run job files (attached, detached, cancelled with Ctrl-C), list,
+show, stream, cancel and download jobs."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from prefect_mltrain.cli.common import connect
+from prefect_mltrain.jobs.records import mlflow_run_of
+from prefect_mltrain.settings import MltrainSettings
+
+
+def _job_run(args: argparse.Namespace) -> int:
+    from prefect_mltrain.jobs.jobfile import load_job_file
+
+    load_job_file(args.file, args.set)  # a bad file fails here, before any server or compute starts
+    if args.detach:
+        log = MltrainSettings().home_dir / "detached" / f"{Path(args.file).stem}-{int(time.time())}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "prefect_mltrain.cli", "job", "run", args.file]
+        for item in args.set:
+            argv += ["--set", item]
+        if args.resume:
+            argv.append("--resume")
+        connect()
+        tag = _new_tag()
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, _TAG_VARIABLE: tag},
+            )
+        job_id = _first_flow_run(tag, proc)
+        print(
+            f"Submitted: job {job_id or '(not started yet)'} (pid {proc.pid}); its output goes to {log}.\n"
+            f"Follow it: prefect-mltrain job stream {job_id or '<id>'}   Cancel it: prefect-mltrain job cancel "
+            f"{job_id or '<id>'}"
+        )
+        return 0
+    connect()
+    from prefect_mltrain.flows import use_fast_heartbeats
+    from prefect_mltrain.flows.run_job_file import run_job_file
+    from prefect_mltrain.flows.sweep import SweepResult
+
+    use_fast_heartbeats()
+
+    with _watched() as tag:
+        from prefect import tags
+
+        try:
+            with tags(tag):
+                result = run_job_file(args.file, args.set, resume=args.resume)
+        except KeyboardInterrupt:
+            return _cancelled(tag)
+    if isinstance(result, SweepResult):
+        print(
+            f"\nSweep {result.name}: best trial {result.best_trial}, {result.best_value} with {result.best_params}\n"
+            f"MLflow parent run: {result.mlflow_parent_run_id}\nPrefect:    {result.flow_run_url}"
+        )
+    else:
+        print(
+            f"\nMLflow run: {result.mlflow_run_id}\nOutputs:    {result.outputs_dir}\nPrefect:    {result.flow_run_url}"
+        )
+    return 0
+
+
+_TAG_VARIABLE = "MLTRAIN_CLI_TAG"  # from `job run --detach` to the `job run` it starts
+
+
+def _new_tag() -> str:
+    from prefect_mltrain.jobs.records import CLI_TAG
+
+    return f"{CLI_TAG}{uuid.uuid4().hex[:12]}"
+
+
+def _first_flow_run(tag: str, proc: subprocess.Popen, timeout: float = 30.0) -> str | None:  # type: ignore[type-arg]
+    """The id of the first flow run tagged `tag` (the detached job's), once it exists."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline and proc.poll() is None:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])),
+                sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+                limit=1,
+            )
+            if runs:
+                return str(runs[0].id)
+            time.sleep(0.25)
+    return None
+
+
+@contextlib.contextmanager
+def _watched() -> Iterator[str]:
+    """A tag for the flow runs of this `job run`, and a watchdog that ends them if this process dies.
+
+    The job's own process dies with this one anyway (see `jobs.supervisor`); the watchdog also
+    ends the flow runs that live only in this process (the job file's, a sweep's) as Crashed.
+    """
+    from prefect_mltrain.jobs.launch import SUPERVISOR
+    from prefect_mltrain.jobs.records import cli_run_file
+
+    tag = os.environ.pop(_TAG_VARIABLE, "") or _new_tag()
+    pid_file = cli_run_file(MltrainSettings().home_dir, tag)  # how `job cancel` finds this process
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(json.dumps({"pid": os.getpid()}))
+    watchdog = subprocess.Popen(
+        [sys.executable, str(SUPERVISOR), "--parent", str(os.getpid()), "--watch-tag", tag]
+        + ["--tracking-uri", _tracking_uri()],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=open(MltrainSettings().home_dir / "watchdog.log", "ab"),  # noqa: SIM115 - the child keeps it
+        start_new_session=True,
+    )
+    try:
+        yield tag
+    finally:
+        pid_file.unlink(missing_ok=True)
+        if watchdog.stderr is not None:
+            watchdog.stderr.close()
+
+
+def _tracking_uri() -> str:
+    from prefect_mltrain.blocks import MlflowTracking
+
+    return MlflowTracking().resolved_tracking_uri()
+
+
+def _cancelled(tag: str) -> int:
+    """Ctrl-C on an attached `job run`: the job's processes are stopped, its runs marked, one line said."""
+    from prefect_mltrain.jobs.supervisor import end_tagged_runs
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut this short
+    ended = end_tagged_runs(tag, "Cancelled", "cancelled with Ctrl-C on `prefect-mltrain job run`", _tracking_uri())
+    print(
+        f"\nCancelled: {len(ended)} flow run(s) marked Cancelled, their MLflow runs KILLED; the job's processes are stopped.",
+        file=sys.stderr,
+        flush=True,
+    )
+    sys.stdout.flush()
+    # Now, not at interpreter exit: that would wait for the job's thread, and so for the job. This
+    # process's end is what stops the job (its supervisor kills the job's process group).
+    os._exit(130)
+
+
+def _job_download(args: argparse.Namespace) -> int:
+    connect()
+    from prefect_mltrain.blocks import MlflowTracking
+
+    client = MlflowTracking().client()
+    run_id = mlflow_run_of(client, args.run_id)
+    target = Path(args.output or args.run_id).resolve()
+    target.mkdir(parents=True, exist_ok=True)
+    local = client.download_artifacts(run_id, args.path, str(target))
+    print(local)
+    return 0
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.0f}s" if seconds < 120 else f"{seconds / 60:.0f}m"
+
+
+def _job_list(args: argparse.Namespace) -> int:
+    connect()
+    from prefect_mltrain.blocks import MlflowTracking
+    from prefect_mltrain.jobs.records import list_jobs
+
+    print(f"{'ID':<36}  {'NAME':<24} {'FLOW':<14} {'STATE':<10} {'TIME':>5}  METRICS")
+    for job in list_jobs(MlflowTracking().client(), args.limit):
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(job.metrics.items())[:2])
+        print(
+            f"{job.id:<36}  {job.name[:24]:<24} {job.flow[:14]:<14} {job.state[:10]:<10} "
+            f"{_duration(job.seconds):>5}  {metrics}"
+        )
+    return 0
+
+
+def _job_show(args: argparse.Namespace) -> int:
+    connect()
+    from dataclasses import asdict
+
+    from prefect_mltrain.blocks import MlflowTracking
+    from prefect_mltrain.jobs.records import show_job
+
+    print(json.dumps(asdict(show_job(MlflowTracking().client(), args.id)), indent=2, default=str))
+    return 0
+
+
+def _job_stream(args: argparse.Namespace) -> int:
+    connect()
+    from prefect_mltrain.jobs.records import stream_job
+
+    state = stream_job(args.id, lambda line: print(line, flush=True))
+    print(f"Job {args.id} ended: {state}", flush=True)
+    return 0 if state == "Completed" else 1
+
+
+def _job_cancel(args: argparse.Namespace) -> int:
+    connect()
+    from prefect_mltrain.jobs.records import cancel_job
+
+    print(cancel_job(args.id, MltrainSettings().home_dir))
+    return 0
