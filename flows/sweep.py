@@ -301,8 +301,12 @@ def _run_trials(
 def _say_what_runs_at_once(task_runner: Any, slots: int, asked: int, warn: Any) -> None:
     """Say once when the compute runs fewer trials at a time than `max_concurrent_trials` asks."""
     try:
-        threads = sum(w["nthreads"] for w in task_runner.client.scheduler_info()["workers"].values())
-    except Exception:  # noqa: BLE001 - an adaptive or remote cluster: it may grow, nothing to say
+        client = task_runner.client
+        # A local cluster's workers may still be registering: wait for as many as it was made with.
+        expected = len(getattr(getattr(client, "cluster", None), "worker_spec", None) or {}) or 1
+        client.wait_for_workers(expected, timeout=10)
+        threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
+    except Exception:  # noqa: BLE001 - an adaptive or remote cluster with none yet: it may grow, nothing to say
         return
     if 0 < threads < slots:
         warn(

@@ -36,7 +36,7 @@ def _why_skipped(snippet: str) -> str | None:
 def bare_machine(tmp_path_factory):
     """The environment of a new user's shell: no Prefect API, no profile, a project home of its own."""
     base = tmp_path_factory.mktemp("bare")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "MLTRAIN_"))}
     env |= {
         "PREFECT_HOME": str(base / "prefect-profile"),
         "PREFECT_MLTRAIN_HOME": str(base / "home"),
