@@ -269,14 +269,9 @@ def mlflow_run_of(client: Any, job_id: str) -> str:
         return str(client.get_run(job_id).info.run_id)
     except MlflowException:
         pass
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    flow_runs = [job_id, *_subflow_run_ids(job_id)]
-    for flow_run_id in flow_runs:
-        runs = client.search_runs(
-            experiments, filter_string=f"tags.`prefect.flow_run_id` = '{flow_run_id}'", order_by=["start_time ASC"]
-        )
-        if runs:
-            return str(runs[0].info.run_id)
+    found = _mlflow_run(client, [job_id, *_subflow_run_ids(job_id)])
+    if found is not None:
+        return str(found.info.run_id)
     raise ConfigurationError(
         f"No MLflow run and no job's Prefect flow run has the id {job_id!r}. Fix: pass the "
         f"`MLflow run:` id or the flow run id that `prefect-mltrain job run` printed."
@@ -284,17 +279,11 @@ def mlflow_run_of(client: Any, job_id: str) -> str:
 
 
 def _subflow_run_ids(flow_run_id: str) -> list[str]:
-    from uuid import UUID
-
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
 
     try:
-        parent = UUID(flow_run_id)
+        parent = uuid.UUID(flow_run_id)
     except ValueError:
         return []
     with get_client(sync_client=True) as client:
-        children = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent]))
-        )
-    return [str(run.id) for run in children]
+        return [str(run.id) for run in _subflows(client, parent)]
