@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from prefect.blocks.core import Block
 from pydantic import Field
 
+from prefect_mltrain.server.mlflow_server import running_mlflow_server
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.tracking.client import mlflow_client
 
@@ -109,17 +110,26 @@ class MlflowTracking(Block):
         return env
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
-        """A browser URL of the run: on the tracking server, or on a local `mlflow ui`."""
-        uri = self.resolved_tracking_uri()
-        base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+        """A browser URL of the run: on the tracking server, or on the project's local MLflow server."""
+        return f"{self._ui_base()}/#/experiments/{experiment_id}/runs/{run_id}"
 
     def ui_command(self) -> str:
-        """The shell command that serves the MLflow UI for this store."""
+        """What to do to see this store's MLflow UI."""
+        base = self._ui_base()
+        if self.tracking_uri is None:
+            return f"open {base}" if running_mlflow_server() is not None else "prefect-mltrain server start"
+        if base == self.tracking_uri.rstrip("/"):
+            return f"open {base}"
+        return f"mlflow ui --backend-store-uri {self.tracking_uri} --port {MltrainSettings().mlflow_port}"
+
+    def _ui_base(self) -> str:
         uri = self.resolved_tracking_uri()
         if uri.startswith(("http://", "https://")):
-            return f"open {uri}"
-        return f"mlflow ui --backend-store-uri {uri} --port 5000"
+            return uri.rstrip("/")
+        if self.tracking_uri is None:  # the default store: the server `prefect-mltrain server start` starts
+            running = running_mlflow_server()
+            return running.url if running else f"http://127.0.0.1:{MltrainSettings().mlflow_port}"
+        return f"http://127.0.0.1:{MltrainSettings().mlflow_port}"
 
     @contextlib.contextmanager
     def start_run(

@@ -28,6 +28,9 @@ class MltrainSettings(BaseSettings):
         description="Largest source snapshot a job may take, in MB (Azure ML's limit is 300 MB).",
     )
     server_port: int = Field(default=4200, ge=1, le=65535, description="Port of the local Prefect server.")
+    mlflow_port: int = Field(
+        default=5000, ge=1, le=65535, description="Port of the local MLflow tracking server and UI."
+    )
     installer: str = Field(
         default="auto",
         pattern="^(auto|uv|pip)$",

@@ -24,6 +24,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
     home = Path(tempfile.mkdtemp(prefix="mltrain-test-"))
     os.environ["PREFECT_MLTRAIN_HOME"] = str(home)
+    # The demo and `server start` start the home's MLflow server: never on a user's port 5000.
+    os.environ.setdefault("PREFECT_MLTRAIN_MLFLOW_PORT", str(free_port()))
     _state["home"] = home
     # The unit tier (`pytest -m unit`) tests pure modules: no server to start.
     if not os.environ.get("PREFECT_API_URL") and config.getoption("markexpr", "") != "unit":
@@ -42,9 +44,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     from helpers import drain_prefect_queues
 
     from prefect_mltrain.blocks.compute import close_shared_clusters
+    from prefect_mltrain.server.mlflow_server import stop_mlflow_server
     from prefect_mltrain.system.process import stop_pid
 
     close_shared_clusters()
+    stop_mlflow_server()
     info = _state.get("server")
     if info is not None:
         try:

@@ -45,3 +45,23 @@ def drain_prefect_queues(timeout: float = 5.0) -> None:
             service.drain_all(timeout=timeout)
         except Exception:  # best effort at shutdown
             pass
+
+
+def wait_for_http(url: str, timeout: float = 180.0) -> str:
+    """The body of the first 200 answer of `GET url` within `timeout` seconds (a server coming up)."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            answer = httpx.get(url, timeout=5)
+            if answer.status_code == 200:
+                return answer.text
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} did not answer 200 within {timeout:.0f} s")
+        time.sleep(0.5)

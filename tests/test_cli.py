@@ -5,6 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+from helpers import wait_for_http
+
 
 def test_demo_trains_registers_and_says_where_to_look(unique_name):
     exe = Path(sys.executable).with_name("prefect-mltrain")
@@ -14,10 +17,18 @@ def test_demo_trains_registers_and_says_where_to_look(unique_name):
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"Registered model: block '{unique_name}-v1' (alias '{unique_name}')" in out.stdout
     assert "Prefect UI:  http://127.0.0.1:" in out.stdout and "/runs/flow-run/" in out.stdout
-    assert "mlflow ui --backend-store-uri sqlite:///" in out.stdout
     from prefect_mltrain.blocks import RegisteredModel
 
     assert RegisteredModel.load(unique_name).metrics["accuracy"] > 0.9
+    # The printed MLflow link opens: the demo left the home's MLflow server coming up on its port.
+    link = next(line.split()[-1] for line in out.stdout.splitlines() if line.startswith("MLflow UI:"))
+    base, run_id = link.split("/#/")[0], link.rsplit("/", 1)[-1]
+    assert base == f"http://127.0.0.1:{os.environ['PREFECT_MLTRAIN_MLFLOW_PORT']}"
+    assert wait_for_http(f"{base}/health") == "OK"
+    assert "<html" in httpx.get(base, timeout=10).text.lower()
+    run = httpx.get(f"{base}/api/2.0/mlflow/runs/get", params={"run_id": run_id}, timeout=10).json()["run"]
+    assert run["data"]["tags"]  # the very run the demo logged, read through the server
+    assert {m["key"] for m in run["data"]["metrics"]} >= {"accuracy"}
 
 
 def test_cli_reports_user_errors_in_one_line(unique_name):

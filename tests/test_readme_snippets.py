@@ -41,6 +41,7 @@ def bare_machine(tmp_path_factory):
         "PREFECT_HOME": str(base / "prefect-profile"),
         "PREFECT_MLTRAIN_HOME": str(base / "home"),
         "PREFECT_MLTRAIN_SERVER_PORT": str(free_port()),
+        "PREFECT_MLTRAIN_MLFLOW_PORT": str(free_port()),
     }
     yield env
     exe = Path(sys.executable).with_name("prefect-mltrain")

@@ -9,6 +9,7 @@ import sys
 from prefect_mltrain.cli.common import connect
 from prefect_mltrain.cli.jobs import _job_cancel, _job_download, _job_list, _job_run, _job_show, _job_stream
 from prefect_mltrain.cli.models import _model
+from prefect_mltrain.server.mlflow_server import ensure_mlflow_server, running_mlflow_server, stop_mlflow_server
 from prefect_mltrain.server.stack import ensure_server, is_healthy, stop_local_server, use_server
 from prefect_mltrain.settings import MltrainSettings
 
@@ -29,15 +30,17 @@ def _demo(args: argparse.Namespace) -> int:
     )
     entry = RegisteredModel.version_of(args.model_name)
     tracking = MlflowTracking()
+    if tracking.tracking_uri is None:  # its UI comes up while the summary is read
+        ensure_mlflow_server(wait=False)
     print(
         f"\nTrained {args.estimator} on {args.dataset}: "
         + ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
         + f"\nRegistered model: block {result.model_block!r} (alias {args.model_name!r}), "
         f"MLflow {entry.model_uri}\n"
         f"Prefect UI:  {result.flow_run_url}  (all runs: {info.ui_url}/runs, blocks: {info.ui_url}/blocks)\n"
-        f"MLflow UI:   {tracking.ui_command()}  then open {tracking.run_url(result.experiment_id, result.mlflow_run_id)}\n"
+        f"MLflow UI:   {tracking.run_url(result.experiment_id, result.mlflow_run_id)}\n"
         f"Load it:     RegisteredModel.load({args.model_name!r}).load_model()\n"
-        f"The local Prefect server keeps running; stop it with `prefect-mltrain server stop`."
+        f"The local Prefect and MLflow servers keep running; stop them with `prefect-mltrain server stop`."
     )
     return 0
 
@@ -45,14 +48,22 @@ def _demo(args: argparse.Namespace) -> int:
 def _server(args: argparse.Namespace) -> int:
     if args.action == "start":
         info = ensure_server()
-        print(f"Prefect server: {info.api_url}  (UI {info.ui_url})\nexport PREFECT_API_URL={info.api_url}")
+        mlflow = ensure_mlflow_server()
+        print(
+            f"Prefect server: {info.api_url}  (UI {info.ui_url})\n"
+            f"MLflow server:  {mlflow.url}  (UI {mlflow.url})\n"
+            f"export PREFECT_API_URL={info.api_url}"
+        )
     elif args.action == "stop":
-        print("stopped" if stop_local_server() else "no local server was running")
+        prefect_stopped, mlflow_stopped = stop_local_server(), stop_mlflow_server()
+        print("stopped" if prefect_stopped or mlflow_stopped else "no local server was running")
     else:
         home = MltrainSettings().home_dir
         state = home / "prefect-server.json"
         running = state.exists() and is_healthy(json.loads(state.read_text())["api_url"])
-        print("running" if running else "not running")
+        mlflow_running = running_mlflow_server()
+        print(f"Prefect server: {'running' if running else 'not running'}")
+        print(f"MLflow server:  {f'running at {mlflow_running.url}' if mlflow_running else 'not running'}")
         return 0 if running else 1
     return 0
 
@@ -91,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dataset", default="iris")
     demo.add_argument("--model-name", default="iris-classifier")
     demo.set_defaults(func=_demo)
-    server = sub.add_parser("server", help="Start, stop or check the local Prefect server.")
+    server = sub.add_parser("server", help="Start, stop or check the local Prefect and MLflow servers.")
     server.add_argument("action", choices=["start", "stop", "status"])
     server.set_defaults(func=_server)
 

@@ -1,0 +1,161 @@
+"""The embedded MLflow tracking server: `mlflow server` on the project home's SQLite store.
+
+It serves the same store and artifact root that runs are logged to, so every MLflow link the
+product prints opens in a browser, and its artifacts are served through it (`--serve-artifacts`).
+Started by `prefect-mltrain server start` (and after the demo), stopped by `server stop`; its pid
+and URL are recorded under the project home so every process finds the same one.
+
+Like `stack`, nothing here imports MLflow or Prefect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from prefect_mltrain.errors import ConfigurationError
+from prefect_mltrain.settings import MltrainSettings
+from prefect_mltrain.system.process import stop_pid
+
+_STATE_FILE = "mlflow-server.json"
+
+
+@dataclass(frozen=True)
+class MlflowServerInfo:
+    """A running MLflow tracking server (its URL is also the UI's)."""
+
+    url: str
+    pid: int | None
+    started: bool
+
+
+def is_healthy(url: str, timeout: float = 2.0) -> bool:
+    """Tell whether an MLflow server answers `GET {url}/health` with 200."""
+    try:
+        return httpx.get(f"{url}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_mlflow_server(mlflow_dir: Path, port: int, wait: bool = True, timeout: float = 180.0) -> MlflowServerInfo:
+    """Start `mlflow server` on 127.0.0.1:`port` over `mlflow_dir`'s SQLite store and artifact root.
+
+    Args:
+        mlflow_dir: The project home's MLflow folder (`mlflow.db`, `artifacts/`).
+        port: TCP port to listen on.
+        wait: Wait for the health check (False: return at once; the UI comes up seconds later).
+        timeout: Seconds to wait for the health check.
+
+    Raises:
+        ConfigurationError: The port is taken, or the server did not come up; the log tail says why.
+    """
+    url = f"http://127.0.0.1:{port}"
+    if _port_taken(port):
+        raise ConfigurationError(
+            f"Port {port} on 127.0.0.1 is taken by something that is not this project's MLflow "
+            f"server. Fix: free it, or choose another with PREFECT_MLTRAIN_MLFLOW_PORT."
+        )
+    mlflow_dir.mkdir(parents=True, exist_ok=True)
+    log_path = mlflow_dir / "server.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+                "--serve-artifacts",
+                "--artifacts-destination",
+                str(mlflow_dir / "artifacts"),
+            ],  # fmt: skip
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    info = MlflowServerInfo(url=url, pid=proc.pid, started=True)
+    if not wait:
+        return info
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if is_healthy(url, timeout=1.0):
+            return info
+        if proc.poll() is not None:
+            break
+        time.sleep(0.25)
+    stop_pid(proc.pid)
+    tail = log_path.read_text(errors="replace")[-2000:]
+    raise ConfigurationError(
+        f"The local MLflow server on port {port} did not become healthy within {timeout:.0f} s. "
+        f"Its log ({log_path}) ends with:\n{tail}"
+    )
+
+
+def running_mlflow_server(settings: MltrainSettings | None = None) -> MlflowServerInfo | None:
+    """The project home's MLflow server if it is running (recorded and alive), else None."""
+    settings = settings or MltrainSettings()
+    state_path = settings.home_dir / _STATE_FILE
+    if not state_path.exists():
+        return None
+    state = json.loads(state_path.read_text())
+    try:
+        os.kill(int(state["pid"]), 0)
+    except (ProcessLookupError, PermissionError):
+        return None
+    return MlflowServerInfo(url=state["url"], pid=int(state["pid"]), started=False)
+
+
+def ensure_mlflow_server(settings: MltrainSettings | None = None, wait: bool = True) -> MlflowServerInfo:
+    """Return the project home's MLflow server, starting it on `PREFECT_MLTRAIN_MLFLOW_PORT` if needed."""
+    settings = settings or MltrainSettings()
+    running = running_mlflow_server(settings)
+    if running is not None and (not wait or is_healthy(running.url) or _wait_healthy(running.url)):
+        return running
+    info = start_mlflow_server(settings.mlflow_dir, settings.mlflow_port, wait=wait)
+    (settings.home_dir / _STATE_FILE).write_text(json.dumps({"url": info.url, "pid": info.pid}))
+    return info
+
+
+def _wait_healthy(url: str, timeout: float = 180.0) -> bool:
+    """Wait for a server that was started without waiting (its pid is alive) to answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if is_healthy(url, timeout=1.0):
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def stop_mlflow_server(settings: MltrainSettings | None = None) -> bool:
+    """Stop the project home's MLflow server; return whether one was running."""
+    settings = settings or MltrainSettings()
+    state_path = settings.home_dir / _STATE_FILE
+    running = running_mlflow_server(settings)
+    state_path.unlink(missing_ok=True)
+    if running is None or running.pid is None:
+        return False
+    stop_pid(running.pid)
+    return True
