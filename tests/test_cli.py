@@ -38,3 +38,22 @@ def test_cli_reports_user_errors_in_one_line(unique_name):
     )
     assert out.returncode != 0
     assert "must be lowercase letters and digits" in out.stderr
+
+
+def test_demo_with_the_mlflow_port_taken_still_trains_and_says_why(unique_name, tmp_path):
+    import socket
+
+    exe = Path(sys.executable).with_name("prefect-mltrain")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = os.environ | {"PREFECT_MLTRAIN_MLFLOW_PORT": str(port)}
+        env["PREFECT_MLTRAIN_HOME"] = str(tmp_path / "home")  # no MLflow server recorded there yet
+        out = subprocess.run(
+            [str(exe), "demo", "--model-name", unique_name], capture_output=True, text=True, env=env, timeout=300
+        )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"Registered model: block '{unique_name}-v1'" in out.stdout
+    assert f"the MLflow server did not start: Port {port}" in out.stdout
+    assert "PREFECT_MLTRAIN_MLFLOW_PORT" in out.stdout
