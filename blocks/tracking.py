@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Any
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from prefect_mltrain.server.mlflow_server import running_mlflow_server
-from prefect_mltrain.settings import MltrainSettings
+from prefect_mltrain.server.mlflow_server import ensure_mlflow_server
 from prefect_mltrain.tracking.client import mlflow_client
 
 if TYPE_CHECKING:
@@ -20,8 +19,11 @@ if TYPE_CHECKING:
 class MlflowTracking(Block):
     """MLflow tracking for training runs: a tracking URI, an artifact location and an experiment.
 
-    With no fields set it uses a SQLite store and a local artifact root under the project home
-    (`~/.prefect-mltrain/mlflow`); point `tracking_uri` at an MLflow server for a team.
+    With no fields set it uses the project's own MLflow tracking server (`mlflow server` on
+    127.0.0.1, started on first use, over a SQLite store under `~/.prefect-mltrain/mlflow` with
+    its artifacts served through it): every job, trial and rank logs to it over HTTP, so any
+    MLflow client works (full, skinny, 2.x) and workers need no shared filesystem. Point
+    `tracking_uri` at a team's MLflow server instead.
 
     Example:
         ```python
@@ -39,8 +41,9 @@ class MlflowTracking(Block):
     tracking_uri: str | None = Field(
         default=None,
         title="Tracking URI",
-        description="MLflow tracking URI, e.g. `http://mlflow:5000` or `sqlite:///mlflow.db`; "
-        "empty means a SQLite store under the project home.",
+        description="MLflow tracking URI, e.g. `http://mlflow:5000`; empty means the project's "
+        "own MLflow server (started on first use, SQLite store under the project home). A "
+        "`sqlite:///` or folder store works on one machine only.",
     )
     registry_uri: str | None = Field(
         default=None,
@@ -51,7 +54,7 @@ class MlflowTracking(Block):
         default=None,
         title="Artifact location",
         description="Artifact root for new experiments, e.g. `s3://bucket/mlflow`; empty means "
-        "the server's default, or a folder under the project home for the default store.",
+        "the server's default (the project's server serves them from the project home).",
     )
     experiment_name: str = Field(
         default="prefect-mltrain",
@@ -60,18 +63,25 @@ class MlflowTracking(Block):
     )
 
     def resolved_tracking_uri(self) -> str:
-        """The tracking URI in use: `tracking_uri`, or the SQLite store under the project home."""
+        """The tracking URI in use: `tracking_uri`, or the project's MLflow server (started if need be)."""
         if self.tracking_uri:
             return self.tracking_uri
-        directory = MltrainSettings().mlflow_dir
-        directory.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{directory / 'mlflow.db'}"
+        return ensure_mlflow_server().url
 
     def resolved_artifact_location(self) -> str | None:
-        """Artifact root for new experiments, a local folder for the default store."""
-        if self.artifact_location or self.tracking_uri:
-            return self.artifact_location
-        return (MltrainSettings().mlflow_dir / "artifacts").as_uri()
+        """Artifact root for new experiments; None leaves it to the tracking server."""
+        return self.artifact_location
+
+    def pinned(self) -> MlflowTracking:
+        """This block with its tracking URI resolved here, for work that runs elsewhere.
+
+        A Dask worker may have another project home (or none): given the default block, it
+        would look for an MLflow server of its own. The flow pins the block before handing it
+        out, so every worker logs to the server the flow resolved.
+        """
+        if self.tracking_uri:
+            return self
+        return self.model_copy(update={"tracking_uri": self.resolved_tracking_uri()})
 
     def client(self) -> MlflowClient:
         """An `MlflowClient` on this block's tracking and registry URIs."""
@@ -110,26 +120,21 @@ class MlflowTracking(Block):
         return env
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
-        """A browser URL of the run: on the tracking server, or on the project's local MLflow server."""
+        """A browser URL of the run on the tracking server (the UI of a local store: `ui_command`)."""
         return f"{self._ui_base()}/#/experiments/{experiment_id}/runs/{run_id}"
 
     def ui_command(self) -> str:
         """What to do to see this store's MLflow UI."""
-        base = self._ui_base()
-        if self.tracking_uri is None:
-            return f"open {base}" if running_mlflow_server() is not None else "prefect-mltrain server start"
-        if base == self.tracking_uri.rstrip("/"):
-            return f"open {base}"
-        return f"mlflow ui --backend-store-uri {self.tracking_uri} --port {MltrainSettings().mlflow_port}"
+        uri = self.resolved_tracking_uri()
+        if uri.startswith(("http://", "https://")):
+            return f"open {uri.rstrip('/')}"
+        return f"mlflow ui --backend-store-uri {uri} --port 5000"
 
     def _ui_base(self) -> str:
         uri = self.resolved_tracking_uri()
         if uri.startswith(("http://", "https://")):
             return uri.rstrip("/")
-        if self.tracking_uri is None:  # the default store: the server `prefect-mltrain server start` starts
-            running = running_mlflow_server()
-            return running.url if running else f"http://127.0.0.1:{MltrainSettings().mlflow_port}"
-        return f"http://127.0.0.1:{MltrainSettings().mlflow_port}"
+        return "http://127.0.0.1:5000"  # where `ui_command` serves a local store
 
     @contextlib.contextmanager
     def start_run(

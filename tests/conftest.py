@@ -24,10 +24,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
     home = Path(tempfile.mkdtemp(prefix="mltrain-test-"))
     os.environ["PREFECT_MLTRAIN_HOME"] = str(home)
-    # The demo and `server start` start the home's MLflow server: never on a user's port 5000.
+    # The home's MLflow server (every job and trial logs to it): never on a user's port 5000.
     os.environ.setdefault("PREFECT_MLTRAIN_MLFLOW_PORT", str(free_port()))
     _state["home"] = home
     # The unit tier (`pytest -m unit`) tests pure modules: no server to start.
+    if config.getoption("markexpr", "") != "unit":
+        from prefect_mltrain.server.mlflow_server import ensure_mlflow_server
+
+        # The project's MLflow server, as `server start` runs it; it comes up while Prefect's does.
+        ensure_mlflow_server(wait=False)
     if not os.environ.get("PREFECT_API_URL") and config.getoption("markexpr", "") != "unit":
         port = free_port()
         # Scheduled runs are made within seconds, not a minute (tests/test_schedules.py).

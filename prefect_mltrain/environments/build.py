@@ -9,7 +9,6 @@ removed by the next build. A cache hit reads one small file.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -18,8 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +28,7 @@ from prefect_mltrain.environments.spec import (
 )
 from prefect_mltrain.errors import EnvironmentBuildError, EnvironmentSpecError
 from prefect_mltrain.settings import MltrainSettings
+from prefect_mltrain.system.files import exclusive
 from prefect_mltrain.system.process import stream_process
 from prefect_mltrain.tracking.links import run_logger
 
@@ -117,28 +115,6 @@ def find_python(version: str | None) -> str:
         f"this machine has only {sorted(candidates)}. Fix: install Python {version} (pyenv, "
         f"`uv python install {version}`, or the OS package), or ask for one of those versions."
     )
-
-
-@contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `lock_path` (concurrent builds of one environment wait here).
-
-    The file goes when its holder is done, unless another builder already waits on it (a link
-    count check after taking the lock tells a file that was removed meanwhile: then lock again).
-    """
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        handle = open(lock_path, "a")  # noqa: SIM115 - closed below, after the unlock
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        if os.fstat(handle.fileno()).st_nlink:  # still the file at that path: ours
-            break
-        handle.close()
-    try:
-        yield
-    finally:
-        lock_path.unlink(missing_ok=True)
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
 
 
 def _read_marker(prefix: Path) -> dict[str, Any] | None:
@@ -297,7 +273,7 @@ def build(
     if marker is not None:
         return BuiltEnvironment(**{**marker["built"], "cached": True})
     log = _logger()
-    with _exclusive(envs_dir / f"{digest[:16]}.lock"):
+    with exclusive(envs_dir / f"{digest[:16]}.lock"):
         marker = _read_marker(prefix)  # another worker may have built it while we waited
         if marker is not None:
             return BuiltEnvironment(**{**marker["built"], "cached": True})

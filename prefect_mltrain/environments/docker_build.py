@@ -185,9 +185,9 @@ def build_image(environment: TrainingEnvironment, spec: dict[str, Any], digest: 
     """
     from prefect_mltrain.environments.build import (
         BuiltEnvironment,
-        _exclusive,
         _pip_plan,
     )
+    from prefect_mltrain.system.files import exclusive
 
     client = docker_client()
     if spec["kind"] == "docker" and not spec["pip_requirements"] and not spec.get("conda"):
@@ -206,7 +206,7 @@ def build_image(environment: TrainingEnvironment, spec: dict[str, Any], digest: 
     if hit is not None:
         return hit
     envs_dir.mkdir(parents=True, exist_ok=True)
-    with _exclusive(envs_dir / f"{digest[:16]}.docker.lock"):
+    with exclusive(envs_dir / f"{digest[:16]}.docker.lock"):
         hit = cached()  # another worker may have built it while we waited
         if hit is not None:
             return hit

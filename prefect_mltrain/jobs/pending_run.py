@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shlex
 import threading
@@ -19,6 +18,8 @@ from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+
+from prefect_mltrain.system.files import write_atomically
 
 if TYPE_CHECKING:
     from prefect_mltrain.blocks.tracking import MlflowTracking
@@ -67,14 +68,6 @@ def starts_before_run(script: str | None, command: str | None) -> bool:
             steps[-1].append(word)
     programs = [step[0] for step in steps if step]
     return any(_PYTHON.match(p) for p in programs) and all(_PYTHON.match(p) or p in _HARMLESS for p in programs)
-
-
-def write_atomically(path: Path, content: str) -> None:
-    """Write `path` so that readers see nothing or all of it (a temporary file, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(content)
-    os.replace(tmp, path)
 
 
 class PendingRun:

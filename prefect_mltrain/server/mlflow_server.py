@@ -23,6 +23,7 @@ import httpx
 
 from prefect_mltrain.errors import ConfigurationError
 from prefect_mltrain.settings import MltrainSettings
+from prefect_mltrain.system.files import exclusive, write_atomically
 from prefect_mltrain.system.process import stop_pid
 
 _STATE_FILE = "mlflow-server.json"
@@ -69,9 +70,8 @@ def start_mlflow_server(mlflow_dir: Path, port: int, wait: bool = True, timeout:
             f"server. Fix: free it, or choose another with PREFECT_MLTRAIN_MLFLOW_PORT."
         )
     mlflow_dir.mkdir(parents=True, exist_ok=True)
-    log_path = mlflow_dir / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    with open(log_path, "ab") as log:
+    with open(_log_path(mlflow_dir), "ab") as log:
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -97,56 +97,77 @@ def start_mlflow_server(mlflow_dir: Path, port: int, wait: bool = True, timeout:
             start_new_session=True,
         )
     info = MlflowServerInfo(url=url, pid=proc.pid, started=True)
-    if not wait:
-        return info
+    if wait:
+        _wait_healthy(info, mlflow_dir, timeout)
+    return info
+
+
+def _log_path(mlflow_dir: Path) -> Path:
+    return mlflow_dir / "server.log"
+
+
+def _wait_healthy(info: MlflowServerInfo, mlflow_dir: Path, timeout: float = 180.0) -> None:
+    """Wait for a server that was started (its pid alive) to answer; stop it and say why if it does not."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if is_healthy(url, timeout=1.0):
-            return info
-        if proc.poll() is not None:
+        if is_healthy(info.url, timeout=1.0):
+            return
+        if info.pid is not None and not _alive(info.pid):
             break
-        time.sleep(0.25)
-    stop_pid(proc.pid)
-    tail = log_path.read_text(errors="replace")[-2000:]
+        time.sleep(0.1)
+    if info.pid is not None:
+        stop_pid(info.pid)
+    log_path = _log_path(mlflow_dir)
+    tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else "(no log)"
     raise ConfigurationError(
-        f"The local MLflow server on port {port} did not become healthy within {timeout:.0f} s. "
+        f"The local MLflow server at {info.url} did not become healthy within {timeout:.0f} s. "
         f"Its log ({log_path}) ends with:\n{tail}"
     )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def running_mlflow_server(settings: MltrainSettings | None = None) -> MlflowServerInfo | None:
     """The project home's MLflow server if it is running (recorded and alive), else None."""
     settings = settings or MltrainSettings()
     state_path = settings.home_dir / _STATE_FILE
-    if not state_path.exists():
-        return None
-    state = json.loads(state_path.read_text())
     try:
-        os.kill(int(state["pid"]), 0)
-    except (ProcessLookupError, PermissionError):
+        state = json.loads(state_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not _alive(int(state["pid"])):
         return None
     return MlflowServerInfo(url=state["url"], pid=int(state["pid"]), started=False)
 
 
 def ensure_mlflow_server(settings: MltrainSettings | None = None, wait: bool = True) -> MlflowServerInfo:
-    """Return the project home's MLflow server, starting it on `PREFECT_MLTRAIN_MLFLOW_PORT` if needed."""
+    """Return the project home's MLflow server, starting it on `PREFECT_MLTRAIN_MLFLOW_PORT` if needed.
+
+    Processes that ask at the same moment start one server between them (a lock under the
+    home); with `wait`, each waits for its health check.
+
+    Raises:
+        ConfigurationError: The port is taken by something else, or the server did not come up.
+    """
     settings = settings or MltrainSettings()
     running = running_mlflow_server(settings)
-    if running is not None and (not wait or is_healthy(running.url) or _wait_healthy(running.url)):
-        return running
-    info = start_mlflow_server(settings.mlflow_dir, settings.mlflow_port, wait=wait)
-    (settings.home_dir / _STATE_FILE).write_text(json.dumps({"url": info.url, "pid": info.pid}))
-    return info
-
-
-def _wait_healthy(url: str, timeout: float = 180.0) -> bool:
-    """Wait for a server that was started without waiting (its pid is alive) to answer."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if is_healthy(url, timeout=1.0):
-            return True
-        time.sleep(0.25)
-    return False
+    if running is None:
+        with exclusive(settings.home_dir / "mlflow-server.lock"):
+            running = running_mlflow_server(settings)  # another process may have started it meanwhile
+            if running is None:
+                running = start_mlflow_server(settings.mlflow_dir, settings.mlflow_port, wait=False)
+                write_atomically(settings.home_dir / _STATE_FILE, json.dumps({"url": running.url, "pid": running.pid}))
+    if wait and not is_healthy(running.url):
+        _wait_healthy(running, settings.mlflow_dir)
+    return running
 
 
 def stop_mlflow_server(settings: MltrainSettings | None = None) -> bool:

@@ -1,4 +1,4 @@
-"""The embedded stack: a real local Prefect server (SQLite) under the project home.
+"""The embedded stack: a real local Prefect server (SQLite) and MLflow server under the project home.
 
 Nothing here imports Prefect, so the CLI and the test suite can start a server and point
 `PREFECT_API_URL` at it before Prefect reads its settings.
@@ -6,6 +6,7 @@ Nothing here imports Prefect, so the CLI and the test suite can start a server a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -18,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from prefect_mltrain.errors import ConfigurationError
+from prefect_mltrain.server.mlflow_server import ensure_mlflow_server
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.system.process import stop_pid
 
@@ -143,6 +145,7 @@ def ensure_server(settings: MltrainSettings | None = None) -> ServerInfo:
                 f"that server, or unset PREFECT_API_URL to use the embedded local server."
             )
         return ServerInfo(api_url=configured, pid=None, started=False)
+    _start_mlflow_server(settings)  # comes up meanwhile; the first MLflow call waits for it
     state_path = settings.home_dir / _STATE_FILE
     if state_path.exists():
         state = json.loads(state_path.read_text())
@@ -151,6 +154,12 @@ def ensure_server(settings: MltrainSettings | None = None) -> ServerInfo:
     info = start_server(settings.home_dir / "prefect", settings.server_port)
     state_path.write_text(json.dumps({"api_url": info.api_url, "pid": info.pid}))
     return info
+
+
+def _start_mlflow_server(settings: MltrainSettings) -> None:
+    """Start the home's MLflow server without waiting for it; a problem is reported where it is used."""
+    with contextlib.suppress(ConfigurationError):
+        ensure_mlflow_server(settings, wait=False)
 
 
 def stop_local_server(settings: MltrainSettings | None = None) -> bool:
