@@ -214,15 +214,7 @@ class TrainingEnvironment(Block):
             return self._dockerfile_spec()
         requirements = list(self.pip_requirements)
         if self.pip_requirements_file:
-            path = Path(self.pip_requirements_file).expanduser()
-            if not path.is_file():
-                raise EnvironmentSpecError(
-                    f"`pip_requirements_file`={self.pip_requirements_file!r} does not exist. "
-                    f"Fix: give the path of a requirements.txt."
-                )
-            requirements += [
-                line for line in path.read_text().splitlines() if line.strip() and not line.strip().startswith("#")
-            ]
+            requirements += self._requirements_file_lines()
         python_version = self.python_version
         spec: dict[str, Any] = {"kind": self.kind}
         if self.conda_file:
@@ -310,6 +302,36 @@ class TrainingEnvironment(Block):
         its build context, so they need the Docker engine.
         """
         return hash_spec(self.spec())
+
+    def portable(self) -> TrainingEnvironment:
+        """This environment with its files read in, so that a worker on another machine can build it.
+
+        `conda_file` and `pip_requirements_file` name files on the flow's machine: the copy
+        holds their text instead (the conda YAML as `conda_file` text, the requirements file's
+        lines in `pip_requirements`), and has the same content hash. A Dockerfile and its build
+        context stay paths: the workers that build it must have them.
+
+        Raises:
+            EnvironmentSpecError: A file is missing.
+        """
+        update: dict[str, Any] = {}
+        if self.conda_file:
+            text, origin = self._conda_text()
+            if origin != "given as text":
+                update["conda_file"] = text
+        if self.pip_requirements_file:
+            update["pip_requirements"] = [*self.pip_requirements, *self._requirements_file_lines()]
+            update["pip_requirements_file"] = None
+        return self.model_copy(update=update) if update else self
+
+    def _requirements_file_lines(self) -> list[str]:
+        path = Path(self.pip_requirements_file or "").expanduser()
+        if not path.is_file():
+            raise EnvironmentSpecError(
+                f"`pip_requirements_file`={self.pip_requirements_file!r} does not exist. "
+                f"Fix: give the path of a requirements.txt."
+            )
+        return [line for line in path.read_text().splitlines() if line.strip() and not line.strip().startswith("#")]
 
     def job_environment(self) -> dict[str, str]:
         """The variables this environment adds to a job's process."""

@@ -212,7 +212,7 @@ def sweep(
     )
     target = resolve_block(compute, DaskCompute, "compute")
     target.check_reachable()
-    tracker = resolve_block(tracking, MlflowTracking, "tracking")
+    tracker = resolve_block(tracking, MlflowTracking, "tracking").pinned()  # workers log where the flow does
     home = MltrainSettings().home_dir
     info = flow_run_info()
     with study.sweep_lock(home / "sweeps" / f"{plan.name}.lock", plan.name):
@@ -265,9 +265,10 @@ def _run_trials(
         description=f"Trials finished of {left.capacity} ({lim.max_concurrent_trials} at a time).",
     )
     progress = runner.Progress(lambda p: update_progress_artifact(progress_id, p), left.done_before, left.capacity)
+    spec = plan.spec.for_workers(tracker, opened.parent_run_id, remote=not target.runs_on_this_machine())
     slot_plan = SlotPlan(
         study=runner.StudyRef(name, str(opened.path), plan.space, plan.algorithm, plan.policy),
-        trial=runner.TrialSettings(plan.spec, plan.objective, lim.trial_timeout_seconds, lim.trial_retries),
+        trial=runner.TrialSettings(spec, plan.objective, lim.trial_timeout_seconds, lim.trial_retries),
         tracking=runner.TrialTracking(tracker, opened.experiment_id, opened.parent_run_id),
         control=runner.SlotControl(concurrency_limit, deadline, lim.goal_value),
         gpus_per_trial=target.gpus_per_trial,

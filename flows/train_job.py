@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import shlex
+import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +18,29 @@ from prefect_mltrain.blocks.compute import DaskCompute
 from prefect_mltrain.blocks.environment import TrainingEnvironment
 from prefect_mltrain.blocks.model import check_model_name
 from prefect_mltrain.blocks.tracking import MlflowTracking
-from prefect_mltrain.environments.build import BuiltEnvironment, cached_build
 from prefect_mltrain.errors import ConfigurationError, JobFailedError, ModelRegistrationError
 from prefect_mltrain.flows._embedded import flow
-from prefect_mltrain.jobs.containers import local_store_paths
 from prefect_mltrain.jobs.distribution import Slot, check_distribution, launcher_environment, place, worker_host
-from prefect_mltrain.jobs.launch import in_environment, job_pythonpath
-from prefect_mltrain.jobs.pending_run import RUN_ID_FILE_VARIABLE, PendingRun, starts_before_run, write_atomically
-from prefect_mltrain.jobs.snapshot import snapshot_source
+from prefect_mltrain.jobs.execute import JobProcess, ProcessOutcome
+from prefect_mltrain.jobs.pending_run import RUN_ID_FILE_VARIABLE, PendingRun, starts_before_run
+from prefect_mltrain.jobs.snapshot import SnapshotRef, archive_path, pack_source
+from prefect_mltrain.jobs.stop import JobStop
 from prefect_mltrain.registry.frameworks import detect_framework
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.system.net import free_port
 from prefect_mltrain.tasks.command import run_command
-from prefect_mltrain.tasks.environment import build_environment
 from prefect_mltrain.tasks.register import register_model
 from prefect_mltrain.tracking.links import TrackedRun, flow_run_info, mlflow_tags, publish_run_links
 
 
 @dataclass(kw_only=True)
 class JobResult(TrackedRun):
-    """What a finished job leaves: its MLflow run, folders and registered model."""
+    """What a finished job leaves: its MLflow run, registered model, and where it ran.
+
+    `run_dir` and `outputs_dir` are folders on the worker that ran the job (rank 0's), which is
+    this machine for the default compute; the outputs themselves are the MLflow run's
+    `outputs/` artifacts wherever it ran (`prefect-mltrain job download`).
+    """
 
     run_dir: str
     outputs_dir: str
@@ -105,48 +109,41 @@ def _slots(runner: Any, kind: str, instance_count: int, per_instance: int) -> li
     return place({addr: w["nthreads"] for addr, w in workers.items()}, instance_count, per_instance)
 
 
-def _environment(runner: Any, env: TrainingEnvironment, target: DaskCompute) -> BuiltEnvironment:
-    """The built environment: a cache hit read here when the workers share this machine, else a task."""
-    if target.runs_on_this_machine():
-        built = cached_build(env)
-        if built is not None:
-            return built  # no task run for reading one small file
-    return runner.submit(build_environment, parameters={"environment": env}).result()
-
-
-def _submit(
-    runner: Any, slots: list[Slot], kind: str, per_instance: int, parameters: dict[str, Any], logs: Path
-) -> dict[Any, int]:
+def _submit(runner: Any, slots: list[Slot], kind: str, per_instance: int, process: JobProcess) -> dict[Any, int]:
     """Start the command once per slot, all at once; return each rank's future."""
     if kind == "single":
-        return {runner.submit(run_command, parameters={**parameters, "log_file": str(logs / "std_log.txt")}): 0}
+        return {runner.submit(run_command, parameters={"process": process}): 0}
     master = worker_host(slots[0].worker)
     # Asked on the rank-0 worker, on every interface: the port must be free where MASTER_ADDR is.
     port = runner.client.run(free_port, "", workers=[slots[0].worker])[slots[0].worker]
     futures = {}
     for slot in slots:
-        env = {**parameters["env"], **launcher_environment(slot, len(slots), per_instance, master, port, kind)}
+        rank = replace(
+            process,
+            env={**process.env, **launcher_environment(slot, len(slots), per_instance, master, port, kind)},
+            log_name=f"std_log_process_{slot.rank:02d}.txt",
+            keeps_outputs=slot.local_rank == 0,  # one per instance: its machine's outputs and logs
+        )
         with dask.annotate(workers=[slot.worker], allow_other_workers=False):
             future = runner.submit(
                 run_command.with_options(task_run_name=f"run-command-rank-{slot.rank}"),
-                parameters={**parameters, "env": env, "log_file": str(logs / f"std_log_process_{slot.rank:02d}.txt")},
+                parameters={"process": rank},
             )
         futures[future] = slot.rank
     return futures
 
 
-def _wait(futures: dict[Any, int], stop_file: Path) -> None:
-    """Wait for every rank; fail with the first rank that failed, the others stopped."""
+def _wait(futures: dict[Any, int], stop: JobStop) -> ProcessOutcome:
+    """Wait for every rank; return rank 0's outcome, or fail with the first rank that failed, the others stopped."""
     if len(futures) == 1:
-        next(iter(futures)).result()
-        return
+        return next(iter(futures)).result()
     failures: list[tuple[int, JobFailedError]] = []
+    outcomes: dict[int, ProcessOutcome] = {}
     for future in as_completed(list(futures)):
         try:
-            future.result()
+            outcomes[futures[future]] = future.result()
         except JobFailedError as exc:
-            if not failures:  # the others are killed, not left to hang
-                write_atomically(stop_file, "another process of this distributed job failed")
+            stop.stop("another process of this distributed job failed")  # the others are killed, not left to hang
             failures.append((futures[future], exc))
     if failures:
         rank, first = failures[0]  # the first to fail is the cause; the rest were stopped
@@ -155,6 +152,38 @@ def _wait(futures: dict[Any, int], stop_file: Path) -> None:
             exit_code=first.exit_code,
             stderr_tail=first.stderr_tail,
         )
+    return outcomes[0]
+
+
+def _model_framework(client: Any, run_id: str, model_path: str, outputs: list[str]) -> str:
+    """The framework of the model the job left at `model_path`, read from the run's artifacts.
+
+    Raises:
+        ModelRegistrationError: The job did not write it; the message lists what it wrote.
+    """
+    wanted = Path(model_path).as_posix().rstrip("/")
+    if wanted in outputs:
+        return detect_framework(Path(wanted))  # a file: told by its suffix
+    if not any(out.startswith(wanted + "/") for out in outputs):
+        raise ModelRegistrationError(
+            f"`model_path`={model_path!r} was not produced by the job (it wrote: "
+            f"{outputs[:10] or 'nothing under outputs/'}). Fix: save the model there, or "
+            f"correct `model_path`. The run's outputs are kept; nothing was registered."
+        )
+    if f"{wanted}/MLmodel" not in outputs:
+        raise ModelRegistrationError(
+            f"Model folder `model_path`={model_path!r} has no MLmodel file, so it is not an MLflow model. "
+            f"Fix: save it with `mlflow.<flavor>.save_model(model, '{wanted}')`, or point `model_path` at a "
+            f".joblib/.pkl/.pt file. The run's outputs are kept; nothing was registered."
+        )
+    with tempfile.TemporaryDirectory() as tmp:  # its MLmodel file tells the flavor
+        return detect_framework(Path(client.download_artifacts(run_id, f"{wanted}/MLmodel", tmp)).parent)
+
+
+def _publish_snapshot(client: Any, run_id: str, snap: SnapshotRef) -> SnapshotRef:
+    """Upload the snapshot archive to the run, for workers on other machines; return where it is."""
+    client.log_artifact(run_id, str(archive_path(snap.fingerprint)), "snapshot")
+    return replace(snap, artifact_uri=f"runs:/{run_id}/snapshot/{snap.fingerprint}.tar.gz")
 
 
 @flow(name="train-job")
@@ -222,135 +251,91 @@ def train_job(
             f"3600, or none for no limit."
         )
     kind, per_instance = check_distribution(distribution, instance_count)
-    env = resolve_block(environment, TrainingEnvironment, "environment")
+    env = resolve_block(environment, TrainingEnvironment, "environment").portable()
     env.spec()  # a spec that does not parse fails here, before any compute starts
     target = DaskCompute.in_process() if compute is None else resolve_block(compute, DaskCompute, "compute")
     target.check_reachable()
-    tracker = resolve_block(tracking, MlflowTracking, "tracking")
-    settings = MltrainSettings()
+    tracker = resolve_block(tracking, MlflowTracking, "tracking").pinned()
     info = flow_run_info()
-    run_dir = settings.runs_dir / (info["id"] or uuid.uuid4().hex)
+    key = info["id"] or uuid.uuid4().hex
     argv = _job_argv(script, command, arguments or [])
-    stop_file = run_dir / "stop-job"  # its appearance kills the command (see run_command)
-    # The MLflow run is made on a thread; a Python job starts without waiting for it.
-    early = starts_before_run(script, command)
-    with PendingRun(
-        tracker, experiment_name, display_name or info["name"] or None, run_dir / "mlflow" / "run.json", stop_file
-    ) as pending:
-        if not early or env.is_container:  # they need the run (an image: its experiment) to start
+    # Workers on this machine share its snapshot cache; others download the snapshot from the run.
+    remote = not target.runs_on_this_machine()
+    # A Python job on this machine starts before its MLflow run exists (it reads the run id from
+    # a file when it imports mlflow); any other job gets MLFLOW_RUN_ID from the start.
+    early = starts_before_run(script, command) and not remote and not env.is_container
+    stop = JobStop(f"mltrain-stop-{key}")
+    run_file = MltrainSettings().runs_dir / key / "mlflow" / "run.json"
+    with PendingRun(tracker, experiment_name, display_name or info["name"] or None, run_file, stop.stop) as pending:
+        if not early:
             pending.start()
-        snap = snapshot_source(source, run_dir / "snapshot", settings.snapshot_max_mb, ignore_file)
+        snap = pack_source(source, MltrainSettings().snapshot_max_mb, ignore_file)
         logger.info("Snapshot: %d files, %.2f MB, fingerprint %s", snap.files, snap.bytes / 1e6, snap.fingerprint[:12])
-        workdir = Path(snap.path)
-        for sub in ("outputs", "logs"):
-            (workdir / sub).mkdir(exist_ok=True)
-
-        with target.task_runner() as runner:
-            slots = _slots(runner, kind, instance_count, per_instance)
-            built = _environment(runner, env, target)
-            logger.info(
-                "Environment %s (%s) %s", built.content_hash[:12], built.kind, "reused" if built.cached else "built"
-            )
-            pending.create(
-                {
-                    **mlflow_tags(info),
-                    "mltrain.environment_hash": built.content_hash,
-                    "mltrain.source_fingerprint": snap.fingerprint,
-                    "mltrain.command": " ".join(argv),
-                    **(tags or {}),
-                }
-            )
-            job_env = {
-                **env.job_environment(),
-                **tracker.environment_variables(),
-                "PYTHONUNBUFFERED": "1",
-                "PYTHONPATH": job_pythonpath(env.job_environment()),
+        pending.create(
+            {
+                **mlflow_tags(info),
+                "mltrain.source_fingerprint": snap.fingerprint,
+                "mltrain.command": " ".join(argv),
+                **(tags or {}),
             }
-            if early:
-                job_env[RUN_ID_FILE_VARIABLE] = str(pending.run_file)  # read on `import mlflow`
-            else:  # e.g. a shell line using $MLFLOW_RUN_ID: it starts once the run exists
-                job_env |= tracker.environment_variables(pending.run_id.result(), pending.experiment_id.result())
-            mounts: list[str] = []
-            if built.image:
-                # In the image: its own PATH and Python; the MLflow store mounted at its path.
-                argv = [built.python, *argv[1:]] if script is not None else argv
-                artifacts = tracker.client().get_experiment(pending.experiment_id.result()).artifact_location
-                mounts = [*local_store_paths(job_env, artifacts), str(pending.run_file.parent)]
-            job_env, container = in_environment(built, job_env, mounts, target.gpus_per_trial)
-            ranks = _submit(
-                runner,
-                slots,
-                kind,
-                per_instance,
-                {
-                    "argv": argv,
-                    "cwd": str(workdir),
-                    "env": job_env,
-                    "timeout_seconds": timeout_seconds,
-                    "container": container,
-                    "stop_file": str(stop_file),
-                },
-                run_dir / "user_logs",
-            )
-            # Once the command is up (run_command opens its log just before starting it): this
-            # process's threads share one GIL, and importing mlflow would slow that start down.
-            pending.start(after=lambda: any((run_dir / "user_logs").glob("std_log*.txt")))
+        )
+        job_env = {**env.job_environment(), **tracker.environment_variables()}
+        if early:
+            job_env[RUN_ID_FILE_VARIABLE] = str(pending.run_file)  # read on `import mlflow`
+        else:
+            job_env |= tracker.environment_variables(pending.run_id.result(), pending.experiment_id.result())
+            if remote:
+                snap = _publish_snapshot(tracker.client(), pending.run_id.result(), snap)
+        process = JobProcess(
+            key=key,
+            argv=argv,
+            script=script is not None,
+            env=job_env,
+            environment=env,
+            snapshot=snap,
+            timeout_seconds=timeout_seconds,
+            gpus=target.gpus_per_trial,
+            stop_variable=stop.name,
+        )
+        with target.task_runner() as runner:
+            stop.attach(runner.client)
             try:
-                run_id = pending.run_id.result()
-            except Exception:
-                for future in ranks:  # killed through the stop file; the run's error is the cause
-                    future.wait()
-                raise
-            experiment_id = pending.experiment_id.result()
-            url = tracker.run_url(experiment_id, run_id)
-            publish_run_links(
-                url,
-                run_id,
-                tracker.ui_command(),
-                {
-                    "MLflow run": run_id,
-                    "Run folder": str(run_dir),
-                    "Environment": built.content_hash[:16],
-                },
-            )
-            logger.info("MLflow run %s: %s", run_id, url)
-            client = tracker.client()
-            try:
-                _wait(ranks, stop_file)
-            finally:
-                for sub, path in (
-                    ("outputs", workdir / "outputs"),
-                    ("logs", workdir / "logs"),
-                    ("user_logs", run_dir / "user_logs"),
-                ):
-                    if path.is_dir() and any(path.iterdir()):
-                        client.log_artifacts(run_id, str(path), sub)
-            result = JobResult(
-                mlflow_run_id=run_id,
-                experiment_id=experiment_id,
-                flow_run_url=info["url"],
-                run_dir=str(run_dir),
-                outputs_dir=str(workdir / "outputs"),
-                metrics=dict(client.get_run(run_id).data.metrics),
-            )
-            if model_name and model_path:
-                produced = workdir / model_path
-                if not produced.exists():
-                    made = sorted(str(p.relative_to(workdir)) for p in (workdir / "outputs").rglob("*"))[:10]
-                    raise ModelRegistrationError(
-                        f"`model_path`={model_path!r} was not produced by the job (it wrote: "
-                        f"{made or 'nothing under outputs/'}). Fix: save the model there, or "
-                        f"correct `model_path`. The run's outputs are kept; nothing was registered."
-                    )
-                entry = register_model(
-                    tracker,
-                    model_name,
-                    run_id,
-                    model_path,
-                    detect_framework(produced),
-                    flow_run_id=info["id"] or None,
-                    environment_hash=built.content_hash,
-                    data_fingerprint=snap.fingerprint,
+                ranks = _submit(runner, _slots(runner, kind, instance_count, per_instance), kind, per_instance, process)
+                pending.start()
+                try:
+                    run_id = pending.run_id.result()
+                except Exception:
+                    for future in ranks:  # killed through the stop variable; the run's error is the cause
+                        future.wait()
+                    raise
+                experiment_id = pending.experiment_id.result()
+                url = tracker.run_url(experiment_id, run_id)
+                publish_run_links(
+                    url, run_id, tracker.ui_command(), {"MLflow run": run_id, "Snapshot": snap.fingerprint[:16]}
                 )
-                result.model_block, result.model_version = entry.document_name, entry.version
+                logger.info("MLflow run %s: %s", run_id, url)
+                lead = _wait(ranks, stop)
+            finally:
+                stop.close()
+        client = tracker.client()
+        result = JobResult(
+            mlflow_run_id=run_id,
+            experiment_id=experiment_id,
+            flow_run_url=info["url"],
+            run_dir=str(Path(lead.workdir).parent),
+            outputs_dir=str(Path(lead.workdir) / "outputs"),
+            metrics=dict(client.get_run(run_id).data.metrics),
+        )
+        if model_name and model_path:
+            entry = register_model(
+                tracker,
+                model_name,
+                run_id,
+                model_path,
+                _model_framework(client, run_id, model_path, lead.outputs),
+                flow_run_id=info["id"] or None,
+                environment_hash=lead.environment_hash,
+                data_fingerprint=snap.fingerprint,
+            )
+            result.model_block, result.model_version = entry.document_name, entry.version
     return result

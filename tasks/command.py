@@ -1,73 +1,53 @@
-"""Run a job's command in its environment, streaming every output line into the run's logs."""
+"""Run one process of a job on the worker that gets it, streaming every line into the run's logs."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
 from prefect_mltrain.errors import JobFailedError
-from prefect_mltrain.jobs.containers import ContainerSpec
-from prefect_mltrain.jobs.launch import run
+from prefect_mltrain.jobs.execute import JobProcess, ProcessOutcome, execute
 
 
-@task(name="run-command")
-def run_command(
-    argv: list[str],
-    cwd: str,
-    env: dict[str, str],
-    log_file: str,
-    timeout_seconds: float | None = None,
-    container: ContainerSpec | None = None,
-    stop_file: str | None = None,
-) -> int:
-    """Run `argv` in `cwd`, logging stdout at INFO and stderr at WARNING as lines arrive.
+@task(name="run-command", cache_policy=NO_CACHE)
+def run_command(process: JobProcess) -> ProcessOutcome:
+    """Run `process` on this worker, logging stdout at INFO and stderr at WARNING as lines arrive.
 
-    Every line also goes to `log_file` (Azure ML's `user_logs/std_log.txt`). With a
-    `container`, `argv` runs in that image (`docker run`, built here on the worker) with
-    `cwd` mounted as its working directory and `env` passed in; the container is removed
-    afterwards whatever happened. When `stop_file` appears (a distributed job whose other
-    rank failed, or a job whose MLflow run could not be created), the command is killed; the
-    file says why.
+    The worker unpacks the job's snapshot (from its cache, or downloaded once from MLflow),
+    builds or reuses the environment in its own project home, runs the command (in a
+    container for a Docker environment, removed afterwards whatever happened) with every line
+    also in the user log (Azure ML's `user_logs/std_log.txt`), and uploads `./outputs`,
+    `./logs` and the user log to the job's MLflow run. The command is killed when the job's
+    stop variable gets a reason (a distributed job's other rank failed, or its MLflow run
+    could not be made).
 
     Returns:
-        The exit code, 0.
+        What the process did: exit code 0, the worker's host and folder, the outputs it left.
 
     Raises:
-        JobFailedError: Non-zero exit or timeout; the message has the exit code and stderr tail.
+        JobFailedError: Non-zero exit, timeout or stop; the message has the exit code and stderr tail.
     """
     logger = get_run_logger()
-    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "a", buffering=1) as log:
 
-        def on_line(stream: str, line: str) -> None:
-            log.write(line + "\n")
-            if stream == "stdout":
-                logger.info("%s", line)
-            else:
-                logger.warning("%s", line)
+    def on_line(stream: str, line: str) -> None:
+        if stream == "stdout":
+            logger.info("%s", line)
+        else:
+            logger.warning("%s", line)
 
-        result = run(
-            argv,
-            cwd,
-            env,
-            on_line,
-            container=container,
-            timeout=timeout_seconds,
-            should_stop=(lambda: os.path.exists(stop_file)) if stop_file else None,
-        )
+    outcome = execute(process, on_line)
+    result = outcome.result
     if result.stopped:
-        reason = Path(stop_file).read_text().strip() if stop_file else ""
         raise JobFailedError(
-            f"Stopped because {reason or 'the flow asked it to stop'}.",
+            f"Stopped because {outcome.stop_reason or 'the flow asked it to stop'}.",
             exit_code=result.exit_code,
             stderr_tail=result.stderr_tail,
         )
     if result.timed_out:
         raise JobFailedError(
-            f"The job ran past `timeout_seconds`={timeout_seconds} and was killed. Last output:\n{result.output_tail}",
+            f"The job ran past `timeout_seconds`={process.timeout_seconds} and was killed. Last output:\n"
+            f"{result.output_tail}",
             exit_code=result.exit_code,
             stderr_tail=result.stderr_tail,
         )
@@ -78,5 +58,5 @@ def run_command(
             exit_code=result.exit_code,
             stderr_tail=result.stderr_tail,
         )
-    logger.info("Command finished with exit code 0 in %.2f s", result.seconds)
-    return 0
+    logger.info("Command finished with exit code 0 in %.2f s on %s", result.seconds, outcome.host)
+    return outcome

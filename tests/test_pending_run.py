@@ -45,7 +45,7 @@ def _tracker(run_id="run-1"):
 
 def test_run_is_made_with_its_tags_written_for_the_job_and_finished(tmp_path):
     tracker = _tracker()
-    with PendingRun(tracker, "exp", "name", tmp_path / "mlflow" / "run.json", tmp_path / "stop") as pending:
+    with PendingRun(tracker, "exp", "name", tmp_path / "mlflow" / "run.json") as pending:
         pending.start()
         pending.create({"team": "a"})
         assert pending.run_id.result(timeout=10) == "run-1"
@@ -53,14 +53,13 @@ def test_run_is_made_with_its_tags_written_for_the_job_and_finished(tmp_path):
     client = tracker.client.return_value
     client.create_run.assert_called_once_with("7", run_name="name", tags={"team": "a"})
     client.set_terminated.assert_called_once_with("run-1", status="FINISHED")
-    assert not (tmp_path / "stop").exists()
 
 
 @pytest.mark.parametrize("error, status", [(ValueError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
 def test_run_ends_failed_or_killed_with_the_flow(tmp_path, error, status):
     tracker = _tracker()
     with pytest.raises(type(error)):
-        with PendingRun(tracker, None, None, tmp_path / "run.json", tmp_path / "stop") as pending:
+        with PendingRun(tracker, None, None, tmp_path / "run.json") as pending:
             pending.start()
             pending.create({})
             pending.run_id.result(timeout=10)
@@ -71,7 +70,7 @@ def test_run_ends_failed_or_killed_with_the_flow(tmp_path, error, status):
 def test_a_run_never_asked_for_is_never_created(tmp_path):
     tracker = _tracker()
     with pytest.raises(RuntimeError):
-        with PendingRun(tracker, None, None, tmp_path / "run.json", tmp_path / "stop") as pending:
+        with PendingRun(tracker, None, None, tmp_path / "run.json") as pending:
             pending.start()
             raise RuntimeError("the environment build failed")
     with pytest.raises(CancelledError):
@@ -89,43 +88,42 @@ def test_failure_after_the_run_was_made_ends_it_failed_and_stops_the_job(tmp_pat
         write(path, content)
 
     monkeypatch.setattr(pending_run, "write_atomically", disk_full_for_the_run_id)
-    with PendingRun(tracker, None, None, tmp_path / "run.json", tmp_path / "stop") as pending:
+    stops: list[str] = []
+    with PendingRun(tracker, None, None, tmp_path / "run.json", stops.append) as pending:
         pending.start()
         pending.create({})
         with pytest.raises(OSError):
             pending.run_id.result(timeout=10)
     tracker.client.return_value.set_terminated.assert_called_once_with("run-1", status="FAILED")
-    assert (
-        tmp_path / "stop"
-    ).read_text() == "its MLflow run could not be created (OSError: [Errno 28] No space left on device)"
+    assert stops == ["its MLflow run could not be created (OSError: [Errno 28] No space left on device)"]
     assert "No space left" in json.loads((tmp_path / "run.json").read_text())["error"]
 
 
 def test_store_failure_is_written_for_the_job_and_stops_it(tmp_path):
     tracker = _tracker()
     tracker.ensure_experiment.side_effect = ConnectionError("tracking server down")
-    with PendingRun(tracker, None, None, tmp_path / "run.json", tmp_path / "stop") as pending:
+    stops: list[str] = []
+    with PendingRun(tracker, None, None, tmp_path / "run.json", stops.append) as pending:
         pending.start()
         with pytest.raises(ConnectionError):
             pending.experiment_id.result(timeout=10)
         with pytest.raises(ConnectionError):
             pending.run_id.result(timeout=10)
     assert json.loads((tmp_path / "run.json").read_text()) == {"error": "ConnectionError: tracking server down"}
-    assert "tracking server down" in (tmp_path / "stop").read_text()
+    assert len(stops) == 1 and "tracking server down" in stops[0]
     tracker.client.return_value.create_run.assert_not_called()
 
 
-def test_files_of_an_earlier_attempt_are_removed(tmp_path):
+def test_the_run_file_of_an_earlier_attempt_is_removed(tmp_path):
     (tmp_path / "run.json").write_text('{"run_id": "old", "experiment_id": "1"}')
-    (tmp_path / "stop").write_text("another process of this distributed job failed")
-    PendingRun(_tracker(), None, None, tmp_path / "run.json", tmp_path / "stop")
-    assert not (tmp_path / "run.json").exists() and not (tmp_path / "stop").exists()
+    PendingRun(_tracker(), None, None, tmp_path / "run.json")
+    assert not (tmp_path / "run.json").exists()
 
 
 def test_start_waits_for_its_condition(tmp_path):
     tracker = _tracker()
     flag = tmp_path / "started"
-    with PendingRun(tracker, None, None, tmp_path / "run.json", tmp_path / "stop") as pending:
+    with PendingRun(tracker, None, None, tmp_path / "run.json") as pending:
         pending.start(after=flag.exists)
         pending.create({})
         with pytest.raises(TimeoutError):

@@ -76,8 +76,8 @@ class PendingRun:
     The thread, from `start`, imports mlflow and makes sure of the experiment; it creates the
     run when `create` hands it the tags (they hold the environment's hash, known later), and
     then writes `{"run_id", "experiment_id"}` to `run_file`. If anything fails it writes the error
-    there instead and the reason into `stop_file`, so a job already started is killed and its
-    `import mlflow` fails at once, and the run (if it was made) ends FAILED. Leaving the `with`
+    there instead and hands the reason to `on_failure` (which stops a job already started), so
+    its `import mlflow` fails at once, and the run (if it was made) ends FAILED. Leaving the `with`
     block ends the run FINISHED, FAILED on error, KILLED on cancel; a run never asked for is
     never created.
 
@@ -85,8 +85,8 @@ class PendingRun:
         tracker: Where the run goes.
         experiment_name: The experiment; the tracking block's when None.
         run_name: Name of the MLflow run.
-        run_file: The file the job reads the run id from.
-        stop_file: The file whose appearance kills the job's processes.
+        run_file: The file a job on this machine reads the run id from.
+        on_failure: Called with the reason when the run cannot be made.
     """
 
     def __init__(
@@ -95,7 +95,7 @@ class PendingRun:
         experiment_name: str | None,
         run_name: str | None,
         run_file: Path,
-        stop_file: Path,
+        on_failure: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.tracker = tracker
         self.run_file = run_file
@@ -103,11 +103,10 @@ class PendingRun:
         self.run_id: Future[str] = Future()
         self._experiment_name = experiment_name
         self._run_name = run_name
-        self._stop_file = stop_file
+        self._on_failure = on_failure
         self._tags: Future[dict[str, str]] = Future()
         self._after: Callable[[], bool] | None = None
-        for left_over in (run_file, stop_file):  # from an earlier attempt of this flow run
-            left_over.unlink(missing_ok=True)
+        run_file.unlink(missing_ok=True)  # from an earlier attempt of this flow run
         self._thread = threading.Thread(target=self._make, name="mltrain-mlflow-run", daemon=True)
 
     def start(self, after: Callable[[], bool] | None = None) -> None:
@@ -152,7 +151,7 @@ class PendingRun:
         try:
             with contextlib.suppress(OSError):
                 write_atomically(self.run_file, json.dumps({"error": reason}))
-                write_atomically(self._stop_file, f"its MLflow run could not be created ({reason})")
+            self._on_failure(f"its MLflow run could not be created ({reason})")
             if run_id is not None:
                 with contextlib.suppress(Exception):  # the store may be what failed
                     client.set_terminated(run_id, status="FAILED")

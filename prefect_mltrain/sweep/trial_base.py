@@ -103,6 +103,15 @@ class TrialSpec(ABC):
         """
         return self
 
+    def for_workers(self, tracker: Any, run_id: str, remote: bool) -> TrialSpec:
+        """This trial as it travels to the workers, which share no files with the flow.
+
+        The sweep flow calls it once the sweep's MLflow parent run `run_id` exists: a trial
+        that needs files of the flow's machine (a command trial's source directory) packs them
+        here, and uploads them to that run when `remote` workers (not on this machine) run it.
+        """
+        return self
+
     @abstractmethod
     def run(self, params: dict[str, Any], context: TrialContext) -> Mapping[str, float]:
         """Train with `params`; return the final metrics."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import time
@@ -54,6 +53,8 @@ class CommandTrial(TrialSpec):
     environment_variables: dict[str, str] = field(default_factory=dict)
     model_path: str | None = None
     poll_seconds: float = 1.0
+    #: The packed source directory; set by the sweep flow (`for_workers`), not by users.
+    snapshot: Any = None
     type: ClassVar[str] = "command"
     logs_own_metrics: ClassVar[bool] = True
     framework: str = "unknown"
@@ -116,39 +117,43 @@ class CommandTrial(TrialSpec):
             return [python or sys.executable, substitute(self.script, params), *args]
         return ["/bin/sh", "-c", " ".join([substitute(self.command or "", params), *map(shlex.quote, args)])]
 
-    def run(self, params: dict[str, Any], context: TrialContext) -> Mapping[str, float]:
+    def for_workers(self, tracker: Any, run_id: str, remote: bool) -> CommandTrial:
+        from prefect_mltrain.jobs.snapshot import archive_path, pack_source
+        from prefect_mltrain.settings import MltrainSettings
 
-        from prefect_mltrain.environments.build import build
-        from prefect_mltrain.jobs import launch
-        from prefect_mltrain.jobs.containers import local_store_paths
-        from prefect_mltrain.jobs.snapshot import snapshot_source
+        source = Path(self.source_directory).expanduser().resolve()
+        snapshot = pack_source(source, MltrainSettings().snapshot_max_mb)
+        if remote:
+            tracker.client().log_artifact(run_id, str(archive_path(snapshot.fingerprint)), "snapshot")
+            snapshot = replace(snapshot, artifact_uri=f"runs:/{run_id}/snapshot/{snapshot.fingerprint}.tar.gz")
+        return replace(self, snapshot=snapshot, environment=self._environment().portable())
+
+    def run(self, params: dict[str, Any], context: TrialContext) -> Mapping[str, float]:
+        from prefect_mltrain.jobs.execute import JobProcess, execute
+        from prefect_mltrain.jobs.snapshot import pack_source
         from prefect_mltrain.settings import MltrainSettings
 
         logger = _trial_logger()
-        settings = MltrainSettings()
         environment = self._environment()
-        built = build(environment)
-        workdir = Path(
-            snapshot_source(
-                Path(self.source_directory).expanduser().resolve(),
-                settings.runs_dir / "trials" / (context.mlflow_run_id or uuid.uuid4().hex),
-                settings.snapshot_max_mb,
-            ).path
+        # Packed by the sweep flow (`for_workers`); run on its own, the trial packs on this machine.
+        snapshot = self.snapshot or pack_source(
+            Path(self.source_directory).expanduser().resolve(), MltrainSettings().snapshot_max_mb
         )
-        (workdir / "outputs").mkdir(exist_ok=True)
         client = mlflow_client(tracking_uri=context.mlflow_env.get("MLFLOW_TRACKING_URI"))
         run_id = context.mlflow_run_id or ""
-        artifacts = client.get_run(run_id).info.artifact_uri if run_id else None
-        env = {
-            **environment.job_environment(),
-            **self.environment_variables,
-            **context.mlflow_env,
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": launch.job_pythonpath(environment.job_environment()),
-        }
-        env |= cuda_env(list(context.gpu_ids)) if context.gpu_ids and not built.image else {}
-        mounts = local_store_paths({**os.environ, **env}, artifacts) if built.image else []
-        env, container = launch.in_environment(built, env, mounts, len(context.gpu_ids))
+        env = {**environment.job_environment(), **self.environment_variables, **context.mlflow_env}
+        env |= cuda_env(list(context.gpu_ids)) if context.gpu_ids and not environment.is_container else {}
+        key = run_id or uuid.uuid4().hex
+        process = JobProcess(
+            key=key,
+            argv=self.argv(params, "python"),
+            script=self.script is not None,
+            env=env,
+            environment=environment,
+            snapshot=snapshot,
+            gpus=len(context.gpu_ids),
+            run_folder=f"trials/{key}",  # each trial its own copy: trials at once share no ./outputs
+        )
         observed: set[int] = set()
         next_poll = 0.0
 
@@ -168,13 +173,7 @@ class CommandTrial(TrialSpec):
         def on_line(stream: str, line: str) -> None:
             (logger.info if stream == "stdout" else logger.warning)("%s", line)
 
-        try:
-            result = launch.run(
-                self.argv(params, built.python), workdir, env, on_line, container=container, should_stop=poll
-            )
-        finally:
-            if run_id and any((workdir / "outputs").iterdir()):
-                client.log_artifacts(run_id, str(workdir / "outputs"), "outputs")
+        result = execute(process, on_line, should_stop=poll).result
         if result.exit_code != 0:
             raise JobFailedError(
                 f"The trial's command exited with code {result.exit_code}. Last output:\n{result.output_tail}",
