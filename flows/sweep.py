@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from prefect import task
@@ -31,6 +32,7 @@ from prefect_mltrain.flows._embedded import flow
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.sweep import runner, study
 from prefect_mltrain.sweep.config import Limits, Objective
+from prefect_mltrain.sweep.journal_http import journal_for_workers
 from prefect_mltrain.sweep.plan import SweepPlan, check_registrable, plan_sweep
 from prefect_mltrain.sweep.runner import SlotPlan
 from prefect_mltrain.sweep.study import SweepResult, study_path, study_storage
@@ -265,7 +267,8 @@ def _run_trials(
         description=f"Trials finished of {left.capacity} ({lim.max_concurrent_trials} at a time).",
     )
     progress = runner.Progress(lambda p: update_progress_artifact(progress_id, p), left.done_before, left.capacity)
-    spec = plan.spec.for_workers(tracker, opened.parent_run_id, remote=not target.runs_on_this_machine())
+    remote = not target.runs_on_this_machine()  # workers elsewhere: no file of this machine reaches them
+    spec = plan.spec.for_workers(tracker, opened.parent_run_id, remote)
     slot_plan = SlotPlan(
         study=runner.StudyRef(name, str(opened.path), plan.space, plan.algorithm, plan.policy),
         trial=runner.TrialSettings(spec, plan.objective, lim.trial_timeout_seconds, lim.trial_retries),
@@ -276,17 +279,19 @@ def _run_trials(
     slots = min(lim.max_concurrent_trials, left.to_run) if not left.goal_reached else 0
     with study.ends_parent_run_on_error(opened), target.task_runner() as task_runner:
         _say_what_runs_at_once(task_runner, slots, lim.max_concurrent_trials, logger.warning)
-        ran = runner.run_trials(
-            task_runner,
-            trial_slot,
-            slot_plan,
-            slots,
-            left.to_run,
-            target.worker_resources(),
-            opened.study,
-            progress,
-            logger.warning,
-        )
+        journal = journal_for_workers(str(opened.path), task_runner.client.scheduler.address, remote)
+        with journal as location:  # workers elsewhere reach the study through the flow
+            ran = runner.run_trials(
+                task_runner,
+                trial_slot,
+                replace(slot_plan, study=replace(slot_plan.study, path=location)),
+                slots,
+                left.to_run,
+                target.worker_resources(),
+                opened.study,
+                progress,
+                logger.warning,
+            )
     if lost := study.lost_trials(opened.study):
         return (
             f"trials {lost} were lost (their worker or process died) {study.LOST_TRIAL_RETRIES + 1} times "

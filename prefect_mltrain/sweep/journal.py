@@ -25,17 +25,28 @@ def import_optuna() -> Any:
 
 
 def journal_storage(path: str) -> Any:
-    """An Optuna `JournalStorage` on the file `path`, locked with `flock` on `<path>.lock`.
+    """An Optuna `JournalStorage` on the journal file `path`, or on a `JournalServer`'s URL.
 
-    Optuna's default symlink lock retries a held lock with sleeps that double up to 1 s, so a
-    trial that finds it held can sleep on long after it is free. `flock` queues the waiter in
-    the kernel and wakes it at the release. It holds across processes on one machine and on
-    NFSv4 mounts.
+    A file is locked with `flock` on `<path>.lock`: Optuna's default symlink lock retries a held
+    lock with sleeps that double up to 1 s, so a trial that finds it held can sleep on long after
+    it is free; `flock` queues the waiter in the kernel and wakes it at the release. It holds
+    across processes on one machine and on NFSv4 mounts. An `http://` URL is the same file,
+    served by the sweep's flow to workers on other machines (`sweep.journal_http`).
     """
     optuna = import_optuna()
+    if path.startswith(("http://", "https://")):
+        from prefect_mltrain.sweep.journal_http import http_backend
+
+        return optuna.storages.JournalStorage(http_backend(path))
+    return optuna.storages.JournalStorage(file_backend(path))
+
+
+def file_backend(path: str) -> Any:
+    """Optuna's `JournalFileBackend` on `path`, locked with `flock` (see `journal_storage`)."""
+    import_optuna()
     from optuna.storages.journal import JournalFileBackend
 
-    return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=FlockLock(f"{path}.lock")))  # type: ignore[arg-type]
+    return JournalFileBackend(path, lock_obj=FlockLock(f"{path}.lock"))  # type: ignore[arg-type]
 
 
 class FlockLock:

@@ -10,3 +10,14 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def address_towards(host: str, port: int) -> str:
+    """This machine's address on the interface that reaches `host:port` (where its peers reach us).
+
+    >>> address_towards("127.0.0.1", 8786)
+    '127.0.0.1'
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect((host, port))  # UDP: picks the route, sends nothing
+        return str(sock.getsockname()[0])
