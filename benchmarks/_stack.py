@@ -19,9 +19,13 @@ from helpers import drain_prefect_queues  # noqa: E402
 
 @contextmanager
 def local_stack() -> Iterator[Path]:
-    """Start a Prefect server in a temporary home (unless PREFECT_API_URL is set) and point at it."""
+    """Start the stack in a temporary home: its MLflow server, and a Prefect server unless PREFECT_API_URL is set."""
+    from prefect_mltrain.server.mlflow_server import ensure_mlflow_server, stop_mlflow_server
+
     home = Path(tempfile.mkdtemp(prefix="mltrain-bench-"))
     os.environ["PREFECT_MLTRAIN_HOME"] = str(home)
+    os.environ["PREFECT_MLTRAIN_MLFLOW_PORT"] = str(free_port())
+    ensure_mlflow_server(wait=False)  # comes up while Prefect's does
     info = None
     if not os.environ.get("PREFECT_API_URL"):
         info = start_server(home / "prefect", free_port())
@@ -30,8 +34,10 @@ def local_stack() -> Iterator[Path]:
 
         use_fast_heartbeats()  # as the CLI does
     try:
+        ensure_mlflow_server()
         yield home
     finally:
+        stop_mlflow_server()
         if info is not None:
             try:
                 drain_prefect_queues()

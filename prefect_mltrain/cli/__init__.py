@@ -9,13 +9,13 @@ import sys
 from prefect_mltrain.cli.common import connect
 from prefect_mltrain.cli.jobs import _job_cancel, _job_download, _job_list, _job_run, _job_show, _job_stream
 from prefect_mltrain.cli.models import _model
-from prefect_mltrain.errors import ConfigurationError
 from prefect_mltrain.server.mlflow_server import ensure_mlflow_server, running_mlflow_server, stop_mlflow_server
 from prefect_mltrain.server.stack import ensure_server, is_healthy, stop_local_server, use_server
 from prefect_mltrain.settings import MltrainSettings
 
 
 def _demo(args: argparse.Namespace) -> int:
+    ensure_mlflow_server(wait=False)  # the demo logs to it: a port problem stops the demo here, before it runs
     info = ensure_server()
     use_server(info)  # before Prefect is imported, so this process and its workers use it
     from prefect_mltrain.blocks import MlflowTracking, RegisteredModel
@@ -31,19 +31,13 @@ def _demo(args: argparse.Namespace) -> int:
     )
     entry = RegisteredModel.version_of(args.model_name)
     tracking = MlflowTracking()
-    mlflow_note = ""
-    if tracking.tracking_uri is None:  # its UI comes up while the summary is read
-        try:
-            ensure_mlflow_server(wait=False)
-        except ConfigurationError as error:  # the model is trained and registered all the same
-            mlflow_note = f"  (the MLflow server did not start: {error})"
     print(
         f"\nTrained {args.estimator} on {args.dataset}: "
         + ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
         + f"\nRegistered model: block {result.model_block!r} (alias {args.model_name!r}), "
         f"MLflow {entry.model_uri}\n"
         f"Prefect UI:  {result.flow_run_url}  (all runs: {info.ui_url}/runs, blocks: {info.ui_url}/blocks)\n"
-        f"MLflow UI:   {tracking.run_url(result.experiment_id, result.mlflow_run_id)}{mlflow_note}\n"
+        f"MLflow UI:   {tracking.run_url(result.experiment_id, result.mlflow_run_id)}\n"
         f"Load it:     RegisteredModel.load({args.model_name!r}).load_model()\n"
         f"The local Prefect and MLflow servers keep running; stop them with `prefect-mltrain server stop`."
     )

@@ -155,7 +155,11 @@ def materialize(
         shutil.rmtree(destination, ignore_errors=True)  # a half-unpacked copy of a dead process
         destination.mkdir(parents=True)
         with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(destination, filter="data")
+            # The data filter (Python 3.11.4+, 3.10.12+) where the worker's Python has it: our own archive.
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(destination, filter="data")
+            else:
+                tar.extractall(destination)  # noqa: S202 - our own archive, packed by pack_source
         done.write_text(ref.fingerprint)
     return destination
 

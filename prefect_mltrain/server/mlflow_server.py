@@ -11,6 +11,7 @@ Like `stack`, nothing here imports MLflow or Prefect.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -24,6 +25,7 @@ import httpx
 from prefect_mltrain.errors import ConfigurationError
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.system.files import exclusive, write_atomically
+from prefect_mltrain.system.net import free_port
 from prefect_mltrain.system.process import stop_pid
 
 _STATE_FILE = "mlflow-server.json"
@@ -136,16 +138,19 @@ def _alive(pid: int) -> bool:
 
 
 def running_mlflow_server(settings: MltrainSettings | None = None) -> MlflowServerInfo | None:
-    """The project home's MLflow server if it is running (recorded and alive), else None."""
+    """The project home's MLflow server if it is running (recorded, and alive or answering), else None."""
     settings = settings or MltrainSettings()
     state_path = settings.home_dir / _STATE_FILE
     try:
         state = json.loads(state_path.read_text())
     except (OSError, ValueError):
         return None
-    if not _alive(int(state["pid"])):
-        return None
-    return MlflowServerInfo(url=state["url"], pid=int(state["pid"]), started=False)
+    if _alive(int(state["pid"])):
+        return MlflowServerInfo(url=state["url"], pid=int(state["pid"]), started=False)
+    # Another pid namespace sharing the home (a flow in a container on the host network): it answers.
+    if is_healthy(state["url"], timeout=1.0):
+        return MlflowServerInfo(url=state["url"], pid=None, started=False)
+    return None
 
 
 def ensure_mlflow_server(settings: MltrainSettings | None = None, wait: bool = True) -> MlflowServerInfo:
@@ -163,11 +168,30 @@ def ensure_mlflow_server(settings: MltrainSettings | None = None, wait: bool = T
         with exclusive(settings.home_dir / "mlflow-server.lock"):
             running = running_mlflow_server(settings)  # another process may have started it meanwhile
             if running is None:
-                running = start_mlflow_server(settings.mlflow_dir, settings.mlflow_port, wait=False)
+                running = start_mlflow_server(settings.mlflow_dir, _port(settings), wait=False)
                 write_atomically(settings.home_dir / _STATE_FILE, json.dumps({"url": running.url, "pid": running.pid}))
     if wait and not is_healthy(running.url):
         _wait_healthy(running, settings.mlflow_dir)
     return running
+
+
+def _port(settings: MltrainSettings) -> int:
+    """The port to start on: the one asked for, or, when 5000 (the default) is taken, a free one.
+
+    Port 5000 is often someone else's (macOS's AirPlay receiver, another MLflow); the server's
+    URL is recorded under the home, so every process finds it wherever it went. A port the
+    user chose (`PREFECT_MLTRAIN_MLFLOW_PORT`) is used as given, or refused.
+    """
+    if "PREFECT_MLTRAIN_MLFLOW_PORT" in os.environ or not _port_taken(settings.mlflow_port):
+        return settings.mlflow_port
+    port = free_port()
+    logging.getLogger("prefect_mltrain").warning(
+        "Port %d is taken by something else; the project's MLflow server listens on %d instead "
+        "(set PREFECT_MLTRAIN_MLFLOW_PORT to choose).",
+        settings.mlflow_port,
+        port,
+    )
+    return port
 
 
 def stop_mlflow_server(settings: MltrainSettings | None = None) -> bool:
