@@ -129,9 +129,7 @@ def test_a_job_runs_on_the_team_stack(tmp_path):
         stored = list((state / "mlflow-artifacts").rglob("model.txt"))
         assert [p.read_text() for p in stored] == ["weights"], stored
     finally:
-        subprocess.run(
-            ["bash", str(TEAM / "stop-team-stack.sh"), str(state), "--drop-databases"], env=env, timeout=120
-        )
+        subprocess.run(["bash", str(TEAM / "stop-team-stack.sh"), str(state), "--drop-databases"], env=env, timeout=120)
     assert not list((state / "pids").glob("*.pid"))
     databases = asyncio.run(_fetch("postgres", f"SELECT datname FROM pg_database WHERE datname LIKE '{name}%'"))
     assert databases == []
