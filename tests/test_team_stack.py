@@ -87,7 +87,8 @@ def test_a_job_runs_on_the_team_stack(tmp_path):
     (source / "train.py").write_text(TRAIN)
     (tmp_path / "user_script.py").write_text(USER_SCRIPT)
     name = f"t_{uuid.uuid4().hex[:10]}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    # Nothing of the caller's Prefect, MLflow or stack settings (CI's stage sets TEAM_STACK_SERVICES).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "TEAM_"))}
     env.update(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
         PREFECT_MLTRAIN_HOME=str(home),  # workers and the script share it (one machine)
