@@ -37,18 +37,21 @@ TRAIN = textwrap.dedent("""
         f.write("weights")
 """)
 
-# What a team member's script looks like: only the blocks name the team's services.
+# A team member's script, as the README has it: PREFECT_API_URL names the team's Prefect server,
+# two saved blocks name its Dask scheduler and its MLflow server.
 USER_SCRIPT = textwrap.dedent("""
     import json, os, sys
     from prefect_mltrain.blocks import DaskCompute, MlflowTracking
     from prefect_mltrain.flows import train_job
 
     if __name__ == "__main__":
+        DaskCompute(address=os.environ["TEAM_DASK_ADDRESS"]).save("cluster")
+        MlflowTracking(tracking_uri=os.environ["TEAM_MLFLOW_URI"]).save("team")
         result = train_job(
             script="train.py",
             source_directory=sys.argv[1],
-            compute=DaskCompute(address=os.environ["TEAM_DASK_ADDRESS"]),
-            tracking=MlflowTracking(tracking_uri=os.environ["TEAM_MLFLOW_URI"]),
+            compute="cluster",
+            tracking="team",
             experiment_name="team-stack",
         )
         print("RESULT", json.dumps({"run": result.mlflow_run_id, "flow_run_url": result.flow_run_url}))
