@@ -103,6 +103,9 @@ EOF
 
 export_line() { echo "export $1=$2" >>"$state/team.env"; }
 
+# Everything starts at once (the two servers migrate their databases meanwhile, ~20 s each);
+# then each is waited for.
+api_env=()
 if [[ " $services " == *" prefect "* ]]; then
     port="${TEAM_PREFECT_PORT:-$(free_port)}"
     api="http://127.0.0.1:$port/api"
@@ -116,41 +119,41 @@ if [[ " $services " == *" prefect "* ]]; then
         PREFECT_SERVER_UI_API_URL="$api" \
         PREFECT_SERVER_ANALYTICS_ENABLED=false \
         prefect server start --host 127.0.0.1 --port "$port"
-    wait_http prefect "$api/health" 180
     export_line PREFECT_API_URL "$api"
+    # Flows and tasks on the Dask workers report to it.
+    api_env=("PREFECT_API_URL=$api")
 fi
 
 if [[ " $services " == *" mlflow "* ]]; then
-    port="${TEAM_MLFLOW_PORT:-$(free_port)}"
+    mlflow_url="http://127.0.0.1:${TEAM_MLFLOW_PORT:-$(free_port)}"
     create_database "${name}_mlflow"
-    log "MLflow server on PostgreSQL database ${name}_mlflow: http://127.0.0.1:$port"
+    log "MLflow server on PostgreSQL database ${name}_mlflow: $mlflow_url"
     mkdir -p "$state/mlflow-artifacts"
     # Job execution (MLflow's GenAI jobs: seven huey consumers, ~240 MB each) is not needed
     # to track training runs.
     spawn mlflow env MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow server \
         --backend-store-uri "$pg_url/${name}_mlflow" \
         --serve-artifacts --artifacts-destination "$state/mlflow-artifacts" \
-        --host 127.0.0.1 --port "$port" --workers 2
-    wait_http mlflow "http://127.0.0.1:$port/health" 240
-    export_line TEAM_MLFLOW_URI "http://127.0.0.1:$port"
+        --host 127.0.0.1 --port "${mlflow_url##*:}" --workers 2
+    export_line TEAM_MLFLOW_URI "$mlflow_url"
 fi
 
 if [[ " $services " == *" dask "* ]]; then
-    port="${TEAM_DASK_PORT:-$(free_port)}"
-    address="tcp://127.0.0.1:$port"
+    address="tcp://127.0.0.1:${TEAM_DASK_PORT:-$(free_port)}"
     log "Dask scheduler $address with $n_workers workers"
-    spawn dask-scheduler dask scheduler --host 127.0.0.1 --port "$port" --no-dashboard
-    # Flows and tasks on the workers report to the team's Prefect server; TEAM_WORKER lets a
-    # job tell which worker ran it.
-    api_env=()
-    if grep -q PREFECT_API_URL "$state/team.env"; then
-        api_env=("PREFECT_API_URL=$(grep PREFECT_API_URL "$state/team.env" | cut -d= -f2-)")
-    fi
+    spawn dask-scheduler dask scheduler --host 127.0.0.1 --port "${address##*:}" --no-dashboard
+    # TEAM_WORKER lets a job tell which worker ran it.
     for i in $(seq 1 "$n_workers"); do
         spawn "dask-worker-$i" env "${api_env[@]}" TEAM_WORKER="team-worker-$i" \
             dask worker "$address" --name "team-worker-$i" --nworkers 1 --nthreads 1 --no-dashboard \
             --local-directory "$state/dask-worker-$i"
     done
+    export_line TEAM_DASK_ADDRESS "$address"
+fi
+
+if [[ " $services " == *" prefect "* ]]; then wait_http prefect "$api/health" 180; fi
+if [[ " $services " == *" mlflow "* ]]; then wait_http mlflow "$mlflow_url/health" 240; fi
+if [[ " $services " == *" dask "* ]]; then
     python - "$address" "$n_workers" <<'EOF' || fail "the Dask scheduler $address did not get its workers; see $state/logs/dask-*.log"
 import sys
 from distributed import Client
@@ -158,7 +161,6 @@ from distributed import Client
 with Client(sys.argv[1], timeout=60) as client:
     client.wait_for_workers(int(sys.argv[2]), timeout=120)
 EOF
-    export_line TEAM_DASK_ADDRESS "$address"
 fi
 
 log "up; source $state/team.env:"
