@@ -53,6 +53,19 @@ if [[ ! "$pg_url" =~ ^postgresql://[^/]+$ ]]; then
     log "TEAM_PG_URL must look like postgresql://USER:PASSWORD@HOST:PORT (no database), but got '$pg_url'."
     exit 1
 fi
+for service in $services; do
+    if [[ ! "$service" =~ ^(prefect|mlflow|dask)$ ]]; then
+        log "TEAM_STACK_SERVICES may name prefect, mlflow and dask, but got '$service' in '$services'."
+        exit 1
+    fi
+done
+for pid_file in "$state"/pids/*.pid; do
+    if [ -f "$pid_file" ] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
+        log "a stack started from $state still runs ($(basename "$pid_file" .pid), pid $(cat "$pid_file"))." \
+            "Fix: stop it first with $here/stop-team-stack.sh $state, or give another STATE_DIR."
+        exit 1
+    fi
+done
 mkdir -p "$state/pids" "$state/logs"
 state="$(cd "$state" && pwd)"
 echo "$pg_url" >"$state/pg_url"
@@ -70,11 +83,12 @@ spawn() {
     echo $! >"$state/pids/$label.pid"
 }
 
-# Wait until `curl URL` answers 200; name the log to read when it does not.
+# Wait until `GET URL` answers 200; name the log to read when it does not.
+answers() { python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1" 2>/dev/null; }
 wait_http() {
     local label="$1" url="$2" seconds="$3"
     for _ in $(seq 1 "$seconds"); do
-        curl -sf -o /dev/null "$url" && return 0
+        answers "$url" && return 0
         kill -0 "$(cat "$state/pids/$label.pid")" 2>/dev/null || break
         sleep 1
     done
