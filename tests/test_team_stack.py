@@ -94,7 +94,7 @@ def test_a_job_runs_on_the_team_stack(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "TEAM_"))}
     env.update(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
-        PREFECT_MLTRAIN_HOME=str(home),  # workers and the script share it (one machine)
+        PREFECT_MLTRAIN_HOME=str(home),  # the script's; each worker has one of its own
         TEAM_PG_URL=PG_URL,
         TEAM_STACK_NAME=name,
     )

@@ -21,7 +21,7 @@
 #   TEAM_DASK_WORKERS    how many Dask workers (default: 2)
 # The `prefect`, `mlflow`, `dask` and `python` commands are taken from PATH: activate the
 # environment where prefect-mltrain[team] is installed first. Workers inherit this shell's
-# environment (PREFECT_MLTRAIN_HOME included) and get PREFECT_API_URL of the Prefect server.
+# environment, with PREFECT_API_URL of the Prefect server and a PREFECT_MLTRAIN_HOME of their own.
 set -euo pipefail
 
 state="${1:?usage: start-team-stack.sh STATE_DIR (a folder for pids, logs, artifacts and team.env)}"
@@ -156,9 +156,11 @@ if [[ " $services " == *" dask "* ]]; then
     address="tcp://127.0.0.1:${TEAM_DASK_PORT:-$(free_port)}"
     log "Dask scheduler $address with $n_workers workers"
     spawn dask-scheduler dask scheduler --host 127.0.0.1 --port "${address##*:}" --no-dashboard
-    # TEAM_WORKER lets a job tell which worker ran it.
+    # Each worker has a project home of its own, as on a host of its own: it shares no files
+    # with the flows. TEAM_WORKER lets a job tell which worker ran it.
     for i in $(seq 1 "$n_workers"); do
         spawn "dask-worker-$i" env "${api_env[@]}" TEAM_WORKER="team-worker-$i" \
+            PREFECT_MLTRAIN_HOME="$state/dask-worker-$i/home" \
             dask worker "$address" --name "team-worker-$i" --nworkers 1 --nthreads 1 --no-dashboard \
             --local-directory "$state/dask-worker-$i"
     done
