@@ -28,21 +28,23 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ.setdefault("PREFECT_MLTRAIN_MLFLOW_PORT", str(free_port()))
     _state["home"] = home
     # The unit tier (`pytest -m unit`) tests pure modules: no server to start.
-    if config.getoption("markexpr", "") != "unit":
-        from prefect_mltrain.server.mlflow_server import ensure_mlflow_server
+    if config.getoption("markexpr", "") == "unit":
+        return
+    from prefect_mltrain.server.mlflow_server import ensure_mlflow_server
 
-        # The project's MLflow server, as `server start` runs it; it comes up while Prefect's does.
-        ensure_mlflow_server(wait=False)
-    if not os.environ.get("PREFECT_API_URL") and config.getoption("markexpr", "") != "unit":
+    # The project's MLflow server, as `server start` runs it; it comes up while Prefect's does.
+    ensure_mlflow_server(wait=False)
+    if not os.environ.get("PREFECT_API_URL"):
         port = free_port()
-        # Scheduled runs are made within seconds, not a minute (tests/test_schedules.py).
+        # Scheduled runs are made within seconds, not a minute (tests/test_schedules.py); a
+        # server of your own needs the same setting for those tests.
         os.environ.setdefault("PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS", "5")
         info = start_server(home / "prefect", port)
         use_server(info)
         _state["server"] = info
-        from prefect_mltrain.flows import use_fast_heartbeats
+    from prefect_mltrain.flows import use_fast_heartbeats
 
-        use_fast_heartbeats()  # as the CLI does; tests/test_heartbeats.py checks both ways
+    use_fast_heartbeats()  # as the CLI does, whichever server; tests/test_heartbeats.py checks both ways
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
