@@ -52,6 +52,19 @@ def cluster(faults_dir):
         yield cluster
 
 
+def _both_workers_up(cluster: Any) -> None:
+    """Wait until both workers are up: one an earlier test killed is restarted by its nanny (a cold start,
+    tens of seconds on a loaded machine), and a sweep started without it runs its trials one at a time."""
+    import distributed
+
+    with distributed.Client(cluster.scheduler_address) as client:
+        client.wait_for_workers(2, timeout=180)
+    deadline = time.monotonic() + 30  # the nannies' view (the killers' pids) follows the scheduler's
+    while len({n.process.pid for n in cluster.workers.values() if n.process and n.process.pid}) < 2:
+        assert time.monotonic() < deadline, "a worker's nanny has no process"
+        time.sleep(0.1)
+
+
 class Killer(threading.Thread):
     """SIGKILLs the worker process of a trial just started, once `after_done[i]` trials finished.
 
@@ -132,6 +145,7 @@ def test_worker_killed_twice_loses_no_trial(cluster, faults_dir, unique_name, pr
     from prefect_mltrain.settings import MltrainSettings
 
     total = 12
+    _both_workers_up(cluster)
     killer = Killer(faults_dir, cluster, after_done=[2, 6])
     began = time.time()
     killer.start()
@@ -205,6 +219,7 @@ def test_past_the_retry_limit_the_sweep_fails_naming_the_lost_trial(cluster, fau
 
     for old in faults_dir.iterdir():
         old.unlink()
+    _both_workers_up(cluster)
     killer = Killer(faults_dir, cluster, after_done=[1])
     killer.start()
     try:
@@ -401,6 +416,7 @@ def test_command_trial_survives_its_worker_killed(cluster, faults_dir, unique_na
     for old in faults_dir.iterdir():
         old.unlink()
     (tmp_path / "train.py").write_text(COMMAND_SCRIPT)
+    _both_workers_up(cluster)  # the test before killed one: with one, the sweep may end before it is back
     killed: list[int] = []
 
     def kill_one() -> None:
