@@ -296,9 +296,10 @@ def _run_trials(
             logger.warning,
         )
     if lost := lost_trials(opened.study):
+        times = "once" if lim.max_lost_trial_retries == 0 else f"{lim.max_lost_trial_retries + 1} times"
         return (
-            f"trials {lost} were lost (their worker or process died) {lim.max_lost_trial_retries + 1} times "
-            f"each and were not run again (`Limits.max_lost_trial_retries`={lim.max_lost_trial_retries})"
+            f"trials {lost} were lost (their worker or process died) {times} each and were not run again "
+            f"(`Limits.max_lost_trial_retries`={lim.max_lost_trial_retries})"
         )
     if ran.stop_reason:
         return ran.stop_reason

@@ -37,6 +37,7 @@ from prefect_mltrain.sweep.lease import Lease
 from prefect_mltrain.sweep.lost import finished_trials
 from prefect_mltrain.sweep.slot_plan import SlotControl, SlotPlan
 from prefect_mltrain.sweep.watch import Progress, Watch
+from prefect_mltrain.tracking.orphans import with_owner_tags
 
 # ----------------------------------------------------------------------------- one slot (on its worker)
 
@@ -47,9 +48,10 @@ class TrialRuns:
 
     Calling the trial flow inside the slot task would make Prefect create a placeholder task
     run in the sweep, look for an existing subflow run and rename the new one: four API calls
-    before the trial starts. Here the flow run is created directly, named and tagged, with the
-    slot's task run (a task of the sweep flow run) as its parent, so the UI shows every trial
-    under the sweep all the same; the engine then runs that flow run.
+    before the trial starts. Here the flow run is created directly, named and tagged (with the
+    worker's process as its owner, `tracking.orphans`), with the slot's task run (a task of the
+    sweep flow run) as its parent, so the UI shows every trial under the sweep all the same; the
+    engine then runs that flow run.
     """
 
     client: Any
@@ -107,7 +109,8 @@ def trial_slot(plan: SlotPlan, trial_flow: Any) -> list[dict[str, Any]]:
                 prefect_client,
                 trial_flow,
                 task_run.task_run.id if task_run else None,
-                sorted({*(task_run.task_run.tags if task_run else ()), f"sweep:{plan.study.name}"}),
+                # The slot task's tags name the sweep's process as owner; a trial runs in this worker.
+                with_owner_tags({*(task_run.task_run.tags if task_run else ()), f"sweep:{plan.study.name}"}),
             )
             beat = plan.control.beat_variable
             sweep_alive: Callable[[], bool] = Pulse(distributed.Variable(beat, client=client)) if beat else _always
