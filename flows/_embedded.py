@@ -53,7 +53,7 @@ def end_orphaned_runs() -> int:
         ended = orphans.end_orphaned_runs(reason)
         if not ended:
             return 0
-        killed = orphans.kill_mlflow_runs([str(r.id) for r in ended], _tracking_uris(ended), reason)
+        killed = orphans.kill_mlflow_runs([str(r.id) for r in ended], lambda: _tracking_uris(ended), reason)
     except Exception as exc:  # noqa: BLE001 - checking must never stop the user's flow
         logger.warning("Could not check for flow runs left running by dead processes: %s", exc)
         return 0
@@ -67,19 +67,25 @@ def end_orphaned_runs() -> int:
 
 
 def _tracking_uris(runs: list[Any]) -> list[str]:
-    """The MLflow stores the flow runs `runs` logged to: their `tracking` parameter's, and the default."""
+    """The MLflow stores the flow runs `runs` logged to: their `tracking` parameter's, else the default one."""
     from prefect_mltrain.blocks.tracking import MlflowTracking
 
-    uris = {MlflowTracking().resolved_tracking_uri()}
+    uris: set[str] = set()
+    default = False
     for run in runs:
         value = (run.parameters or {}).get("tracking")
         try:
             if isinstance(value, str):  # a saved block's name
                 uris.add(MlflowTracking.load(value).resolved_tracking_uri())  # type: ignore[union-attr]
-            elif isinstance(value, dict) and value.get("tracking_uri"):  # a block's fields
+                continue
+            if isinstance(value, dict) and value.get("tracking_uri"):  # a block's fields
                 uris.add(str(value["tracking_uri"]))
-        except Exception:  # noqa: BLE001 - deleted since: the default store is searched anyway
-            continue
+                continue
+        except Exception:  # noqa: BLE001 - a block deleted since: look in the default store
+            pass
+        default = True  # no store of its own (a trial: its sweep's is searched too)
+    if default:
+        uris.add(MlflowTracking().resolved_tracking_uri())  # the project's server, started if need be
     return sorted(uris)
 
 

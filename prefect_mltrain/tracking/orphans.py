@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prefect_mltrain.system.identity import ProcessIdentity
@@ -139,9 +139,12 @@ def _end_task_runs(client: Any, flow_run_ids: list[Any], reason: str) -> None:
         client.set_task_run_state(task_run.id, Crashed(message=message), force=True)
 
 
-def kill_mlflow_runs(flow_run_ids: list[str], tracking_uris: list[str], reason: str, timeout: float = 20.0) -> int:
+def kill_mlflow_runs(
+    flow_run_ids: list[str], tracking_uris: Callable[[], Iterable[str]], reason: str, timeout: float = 20.0
+) -> int:
     """End KILLED the RUNNING MLflow runs tagged with one of `flow_run_ids`, in each store; return how many.
 
+    `tracking_uris` gives the stores (resolving one may start the project's MLflow server).
     Waits at most `timeout` seconds (an unreachable tracking server retries for minutes); the
     search goes on in the background past that, and what it does not reach stays RUNNING until
     the sweep's resume, or the job's supervisor, ends it.
@@ -151,7 +154,7 @@ def kill_mlflow_runs(flow_run_ids: list[str], tracking_uris: list[str], reason: 
     def kill() -> None:
         from prefect_mltrain.tracking.client import mlflow_client
 
-        for uri in tracking_uris:
+        for uri in tracking_uris():
             with contextlib.suppress(Exception):  # one store unreachable: the others still count
                 client = mlflow_client(tracking_uri=uri)
                 experiments = [e.experiment_id for e in client.search_experiments()]
