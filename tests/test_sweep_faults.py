@@ -296,7 +296,7 @@ def test_sweep_process_killed_then_resumed(cluster, faults_dir, unique_name, pre
     )
     try:
         deadline = time.monotonic() + 240
-        while len(list(faults_dir.glob("*.done"))) < 2 or not _unfinished(faults_dir):
+        while len(list(faults_dir.glob("*.done"))) < 2 or not _just_started(faults_dir):
             assert proc.poll() is None and time.monotonic() < deadline, "the sweep did not get to 2 trials"
             time.sleep(0.1)
         proc.send_signal(signal.SIGKILL)
@@ -347,9 +347,13 @@ def test_sweep_process_killed_then_resumed(cluster, faults_dir, unique_name, pre
     assert first - resumed_at < 30, f"the resumed sweep's first trial started {first - resumed_at:.1f} s in"
 
 
-def _unfinished(folder: Path) -> bool:
-    """Whether a trial is running (started, not done)."""
-    return any(not (folder / f"{f.stem}.done").exists() for f in folder.glob("*.start"))
+def _just_started(folder: Path) -> bool:
+    """Whether a trial started under 0.3 s ago and is running: the kill lands well before it ends."""
+    for start in folder.glob("*.start"):
+        fields = start.read_text().split()  # empty while it is being written
+        if len(fields) == 2 and not (folder / f"{start.stem}.done").exists() and time.time() - float(fields[1]) < 0.3:
+            return True
+    return False
 
 
 @pytest.mark.unit

@@ -154,15 +154,14 @@ def kill_mlflow_runs(
     def kill() -> None:
         from prefect_mltrain.tracking.client import mlflow_client
 
+        wanted = set(flow_run_ids)
         for uri in tracking_uris():
             with contextlib.suppress(Exception):  # one store unreachable: the others still count
                 client = mlflow_client(tracking_uri=uri)
                 experiments = [e.experiment_id for e in client.search_experiments()]
-                for flow_run_id in flow_run_ids:  # MLflow's search has no IN for tags
-                    for run in client.search_runs(
-                        experiments,
-                        filter_string=f"attributes.status = 'RUNNING' and tags.`prefect.flow_run_id` = '{flow_run_id}'",
-                    ):
+                # MLflow's search has no IN for tags: one search for every RUNNING run, matched here.
+                for run in client.search_runs(experiments, "attributes.status = 'RUNNING'", max_results=5000):
+                    if run.data.tags.get("prefect.flow_run_id") in wanted:
                         client.set_tag(run.info.run_id, "mltrain.ended_by", reason)
                         client.set_terminated(run.info.run_id, "KILLED")
                         killed.append(1)
