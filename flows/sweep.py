@@ -33,12 +33,16 @@ from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.sweep import runner, study
 from prefect_mltrain.sweep.config import Limits, Objective
 from prefect_mltrain.sweep.journal_http import journal_for_workers
+from prefect_mltrain.sweep.lease import reset_concurrency_limit
+from prefect_mltrain.sweep.lost import lost_trials
 from prefect_mltrain.sweep.plan import SweepPlan, check_registrable, plan_sweep
-from prefect_mltrain.sweep.runner import SlotPlan
+from prefect_mltrain.sweep.reconcile import crash_stale_flow_runs
+from prefect_mltrain.sweep.slot_plan import SlotControl, SlotPlan, StudyRef, TrialSettings, TrialTracking
 from prefect_mltrain.sweep.study import SweepResult, study_path, study_storage
 from prefect_mltrain.sweep.termination import TerminationPolicy
 from prefect_mltrain.sweep.trial import TrialSpec
 from prefect_mltrain.sweep.trial_run import run_trial
+from prefect_mltrain.sweep.watch import Progress
 from prefect_mltrain.tracking.links import flow_run_info, mlflow_tags
 
 __all__ = [
@@ -86,7 +90,7 @@ def sweep_trial(
 _trial_flows: dict[tuple[int, float | None], Any] = {}
 
 
-def _trial_flow(settings: runner.TrialSettings) -> Any:
+def _trial_flow(settings: TrialSettings) -> Any:
     """`sweep_trial` with the sweep's trial retries and timeout (one flow object per pair)."""
     key = (settings.retries, settings.timeout_seconds)
     if key not in _trial_flows:
@@ -169,7 +173,9 @@ def sweep(
         objective: `Objective(primary_metric, goal)` or its dict.
         sampling_algorithm: `grid`, `random`, `bayesian` (TPE) or `sobol`, or an Optuna sampler.
         limits: `Limits(max_total_trials, max_concurrent_trials, timeout_seconds,
-            trial_timeout_seconds, goal_value, trial_retries)` or its dict.
+            trial_timeout_seconds, goal_value, trial_retries, max_lost_trial_retries)` or its
+            dict. A trial lost with its worker runs again up to `max_lost_trial_retries` (2)
+            times; one lost more often ends the sweep Failed, naming it.
         early_termination: A policy (`BanditPolicy`, `MedianStoppingPolicy`,
             `TruncationSelectionPolicy`, `AshaPolicy`, `HyperbandPolicy`) or its dict,
             e.g. `{"type": "bandit", "slack_factor": 0.1, "evaluation_interval": 1}`.
@@ -220,12 +226,12 @@ def sweep(
     with study.sweep_lock(home / "sweeps" / f"{plan.name}.lock", plan.name):
         path = study_path(home, plan.name)
         opened = study.open_sweep(plan, path, tracker, experiment_name, mlflow_tags(info), logger)
-        if crashed := runner.crash_stale_flow_runs(plan.name, info["id"]):
+        if crashed := crash_stale_flow_runs(plan.name, info["id"]):
             logger.info("Ended %d flow run(s) left running by a killed run of this sweep (Crashed).", crashed)
         started = time.monotonic()
         stop_reason = _run_trials(plan, opened, target, tracker, logger)
         result = study.finish(opened, plan, stop_reason, info["url"])
-        if study.lost_trials(opened.study):
+        if lost_trials(opened.study):
             opened.client.set_terminated(opened.parent_run_id, status="FAILED")
             raise TrialsLostError(
                 f"The sweep {plan.name!r} is partial: {stop_reason}. Rerun it (same name) to run them."
@@ -256,7 +262,7 @@ def _run_trials(
 
     name, lim = plan.name, plan.limits
     concurrency_limit = f"mltrain-sweep-{name}"
-    runner.reset_concurrency_limit(concurrency_limit, lim.max_concurrent_trials)
+    reset_concurrency_limit(concurrency_limit, lim.max_concurrent_trials)
     left = study.remaining(opened.study, plan)
     if opened.resumed:
         logger.info("Resuming sweep %r: %d trial(s) finished before, %d to run.", name, left.done_before, left.to_run)
@@ -266,14 +272,16 @@ def _run_trials(
         key=f"{name}-progress",
         description=f"Trials finished of {left.capacity} ({lim.max_concurrent_trials} at a time).",
     )
-    progress = runner.Progress(lambda p: update_progress_artifact(progress_id, p), left.done_before, left.capacity)
+    progress = Progress(lambda p: update_progress_artifact(progress_id, p), left.done_before, left.capacity)
     remote = not target.runs_on_this_machine()  # workers elsewhere: no file of this machine reaches them
     spec = plan.spec.for_workers(tracker, opened.parent_run_id, remote)
     slot_plan = SlotPlan(
-        study=runner.StudyRef(name, str(opened.path), plan.space, plan.algorithm, plan.policy),
-        trial=runner.TrialSettings(spec, plan.objective, lim.trial_timeout_seconds, lim.trial_retries),
-        tracking=runner.TrialTracking(tracker, opened.experiment_id, opened.parent_run_id),
-        control=runner.SlotControl(concurrency_limit, deadline, lim.goal_value),
+        study=StudyRef(name, str(opened.path), plan.space, plan.algorithm, plan.policy),
+        trial=TrialSettings(
+            spec, plan.objective, lim.trial_timeout_seconds, lim.trial_retries, lim.max_lost_trial_retries
+        ),
+        tracking=TrialTracking(tracker, opened.experiment_id, opened.parent_run_id),
+        control=SlotControl(concurrency_limit, deadline, lim.goal_value),
         gpus_per_trial=target.gpus_per_trial,
     )
     slots = min(lim.max_concurrent_trials, left.to_run) if not left.goal_reached else 0
@@ -292,10 +300,11 @@ def _run_trials(
                 progress,
                 logger.warning,
             )
-    if lost := study.lost_trials(opened.study):
+    if lost := lost_trials(opened.study):
+        times = "once" if lim.max_lost_trial_retries == 0 else f"{lim.max_lost_trial_retries + 1} times"
         return (
-            f"trials {lost} were lost (their worker or process died) {study.LOST_TRIAL_RETRIES + 1} times "
-            f"each and were not run again"
+            f"trials {lost} were lost (their worker or process died) {times} each and were not run again "
+            f"(`Limits.max_lost_trial_retries`={lim.max_lost_trial_retries})"
         )
     if ran.stop_reason:
         return ran.stop_reason

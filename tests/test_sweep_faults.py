@@ -52,6 +52,19 @@ def cluster(faults_dir):
         yield cluster
 
 
+def _both_workers_up(cluster: Any) -> None:
+    """Wait until both workers are up: one an earlier test killed is restarted by its nanny (a cold start,
+    tens of seconds on a loaded machine), and a sweep started without it runs its trials one at a time."""
+    import distributed
+
+    with distributed.Client(cluster.scheduler_address) as client:
+        client.wait_for_workers(2, timeout=180)
+    deadline = time.monotonic() + 30  # the nannies' view (the killers' pids) follows the scheduler's
+    while len({n.process.pid for n in cluster.workers.values() if n.process and n.process.pid}) < 2:
+        assert time.monotonic() < deadline, "a worker's nanny has no process"
+        time.sleep(0.1)
+
+
 class Killer(threading.Thread):
     """SIGKILLs the worker process of a trial just started, once `after_done[i]` trials finished.
 
@@ -132,6 +145,7 @@ def test_worker_killed_twice_loses_no_trial(cluster, faults_dir, unique_name, pr
     from prefect_mltrain.settings import MltrainSettings
 
     total = 12
+    _both_workers_up(cluster)
     killer = Killer(faults_dir, cluster, after_done=[2, 6])
     began = time.time()
     killer.start()
@@ -197,16 +211,15 @@ def test_worker_killed_twice_loses_no_trial(cluster, faults_dir, unique_name, pr
     assert stall < 30, f"no trial ran for {stall:.1f} s"
 
 
-def test_past_the_retry_limit_the_sweep_fails_naming_the_lost_trial(cluster, faults_dir, unique_name, monkeypatch):
+def test_past_the_retry_limit_the_sweep_fails_naming_the_lost_trial(cluster, faults_dir, unique_name):
     """With no retries of lost trials, a worker death ends the sweep Failed, never Completed with a trial missing."""
     from prefect_mltrain.blocks import DaskCompute, MlflowTracking
     from prefect_mltrain.errors import TrialsLostError
     from prefect_mltrain.flows import sweep
-    from prefect_mltrain.sweep import study as sweep_study
 
-    monkeypatch.setattr(sweep_study, "LOST_TRIAL_RETRIES", 0)
     for old in faults_dir.iterdir():
         old.unlink()
+    _both_workers_up(cluster)
     killer = Killer(faults_dir, cluster, after_done=[1])
     killer.start()
     try:
@@ -215,7 +228,7 @@ def test_past_the_retry_limit_the_sweep_fails_naming_the_lost_trial(cluster, fau
                 trial=FunctionTrial(marked_trial),
                 search_space={"x": uniform(0, 1)},
                 objective=Objective("score"),
-                limits=Limits(max_total_trials=4, max_concurrent_trials=2),
+                limits=Limits(max_total_trials=4, max_concurrent_trials=2, max_lost_trial_retries=0),
                 name=unique_name,
                 compute=DaskCompute(address=cluster.scheduler_address),
             )
@@ -224,6 +237,7 @@ def test_past_the_retry_limit_the_sweep_fails_naming_the_lost_trial(cluster, fau
         killer.join(timeout=30)
     ((number, _),) = killer.killed
     assert f"trials [{number}] were lost" in str(info.value) and "Rerun it" in str(info.value)
+    assert "max_lost_trial_retries`=0" in str(info.value)
     client = MlflowTracking().client()
     (parent,) = _parent_runs(client, unique_name)
     assert parent.info.status == "FAILED" and f"trials [{number}]" in parent.data.tags["mltrain.stop_reason"]
@@ -282,7 +296,7 @@ def test_sweep_process_killed_then_resumed(cluster, faults_dir, unique_name, pre
     )
     try:
         deadline = time.monotonic() + 240
-        while len(list(faults_dir.glob("*.done"))) < 2 or not _unfinished(faults_dir):
+        while len(list(faults_dir.glob("*.done"))) < 2 or not _just_started(faults_dir):
             assert proc.poll() is None and time.monotonic() < deadline, "the sweep did not get to 2 trials"
             time.sleep(0.1)
         proc.send_signal(signal.SIGKILL)
@@ -333,34 +347,40 @@ def test_sweep_process_killed_then_resumed(cluster, faults_dir, unique_name, pre
     assert first - resumed_at < 30, f"the resumed sweep's first trial started {first - resumed_at:.1f} s in"
 
 
-def _unfinished(folder: Path) -> bool:
-    """Whether a trial is running (started, not done)."""
-    return any(not (folder / f"{f.stem}.done").exists() for f in folder.glob("*.start"))
+def _just_started(folder: Path) -> bool:
+    """Whether a trial started under 0.3 s ago and is running: the kill lands well before it ends."""
+    for start in folder.glob("*.start"):
+        fields = start.read_text().split()  # empty while it is being written
+        if len(fields) == 2 and not (folder / f"{start.stem}.done").exists() and time.time() - float(fields[1]) < 0.3:
+            return True
+    return False
 
 
 @pytest.mark.unit
 def test_a_trial_lost_too_often_is_not_run_again_and_counts_as_lost():
-    """`lose_trial`: FAIL and queued again `LOST_TRIAL_RETRIES` times, then a counted FAIL named by `lost_trials`."""
+    """`lose_trial`: FAIL and queued again `max_lost_trial_retries` times, then a counted FAIL named by `lost_trials`."""
     import optuna
 
-    from prefect_mltrain.sweep import study as sweep_study
+    from prefect_mltrain.sweep import lost as sweep_lost
 
+    retries = Limits().max_lost_trial_retries
+    assert retries == 2
     study = optuna.create_study()
     distribution = {"x": optuna.distributions.FloatDistribution(0, 1)}
     number = study.ask(distribution).number
-    for attempt in range(sweep_study.LOST_TRIAL_RETRIES + 1):
-        lost = sweep_study.lose_trial(study, number, f"worker died ({attempt})")
-        assert lost is not None and lost["retried"] == (attempt < sweep_study.LOST_TRIAL_RETRIES)
+    for attempt in range(retries + 1):
+        lost = sweep_lost.lose_trial(study, number, f"worker died ({attempt})", retries)
+        assert lost is not None and lost["retried"] == (attempt < retries)
         if lost["retried"]:
             retry = study.ask(distribution)
             assert retry.user_attrs["retry_of"] == number and retry.params == lost["params"]
             number = retry.number
-    assert sweep_study.lost_trials(study) == [number]
-    assert len(sweep_study.finished_trials(study)) == 1  # the abandoned attempts are not counted
-    assert sweep_study.lose_trial(study, number, "again") is None  # an ended trial is left alone
+    assert sweep_lost.lost_trials(study) == [number]
+    assert len(sweep_lost.finished_trials(study)) == 1  # the abandoned attempts are not counted
+    assert sweep_lost.lose_trial(study, number, "again", retries) is None  # an ended trial is left alone
     # Rerunning the sweep (resume) runs it again: it no longer counts, and nothing is lost.
-    assert sweep_study.recover(study) == 1
-    assert sweep_study.lost_trials(study) == [] and sweep_study.finished_trials(study) == []
+    assert sweep_lost.recover(study) == 1
+    assert sweep_lost.lost_trials(study) == [] and sweep_lost.finished_trials(study) == []
     assert study.ask(distribution).user_attrs["retry_of"] == number
 
 
@@ -400,6 +420,7 @@ def test_command_trial_survives_its_worker_killed(cluster, faults_dir, unique_na
     for old in faults_dir.iterdir():
         old.unlink()
     (tmp_path / "train.py").write_text(COMMAND_SCRIPT)
+    _both_workers_up(cluster)  # the test before killed one: with one, the sweep may end before it is back
     killed: list[int] = []
 
     def kill_one() -> None:

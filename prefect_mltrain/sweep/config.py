@@ -58,6 +58,11 @@ class Limits:
         trial_timeout_seconds: A trial running longer than this fails (the trial flow's timeout).
         goal_value: Stop starting trials once the best value reaches this.
         trial_retries: Retries of a failed trial (Prefect flow retries of the trial flow).
+        max_lost_trial_retries: How many times a trial lost with its worker or process (a Dask
+            worker killed, out of memory) runs again, as a new trial with the same parameters
+            recorded as a retry of it (`retry_of`), like Ray Tune's `max_failures`. A trial lost
+            once more than this is not run again: the sweep ends Failed naming it, and a rerun
+            of the sweep (same `name`) runs it. 0 never runs a lost trial again.
     """
 
     max_total_trials: int = 10
@@ -66,6 +71,7 @@ class Limits:
     trial_timeout_seconds: float | None = None
     goal_value: float | None = None
     trial_retries: int = 0
+    max_lost_trial_retries: int = 2
 
     def check(self) -> None:
         """Raise `ConfigurationError` for negative, zero or inconsistent limits."""
@@ -89,6 +95,13 @@ class Limits:
         v = self.trial_retries
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
             raise ConfigurationError(f"`trial_retries` must be an integer >= 0, but got trial_retries={v!r}.")
+        v = self.max_lost_trial_retries
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ConfigurationError(
+                f"`max_lost_trial_retries` must be an integer >= 0 (how many times a trial lost with its "
+                f"worker runs again), but got max_lost_trial_retries={v!r}. Fix: pass a whole number such "
+                f"as 2 (the default), or 0 to never run a lost trial again."
+            )
         g = self.goal_value
         if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g)):
             raise ConfigurationError(f"`goal_value` must be a finite number or None, but got goal_value={g!r}.")

@@ -8,6 +8,10 @@ for a configuration and runs it as a `sweep-trial` flow run, created as a subflo
 is still its own flow run. The trial (`sweep.trial_run.run_trial`) tells the study its result
 and returns its outcome, which the slot reads back from the trial flow run's final state.
 
+Beside it: a slot's configs (`sweep.slot_plan`), its concurrency lease (`sweep.lease`), the
+sweep's eye on its slots (`sweep.watch`), lost trials (`sweep.lost`) and what a killed run left
+(`sweep.reconcile`).
+
 The Prefect task and flow (`trial-slot`, `sweep-trial`) are defined in `flows/sweep.py`, the
 layer that knows Prefect flows and tasks; it passes them in here.
 """
@@ -17,109 +21,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prefect_mltrain._compat import heartbeats
 from prefect_mltrain._compat.optuna import trial_id as storage_id
 from prefect_mltrain._compat.prefect_engine import create_flow, create_flow_run, run_created_flow_run
 from prefect_mltrain.compute.devices import cuda_env, devices_needed, visible_gpu_count, worker_allocator
 from prefect_mltrain.errors import MetricNotReportedError
-from prefect_mltrain.sweep.config import Objective
 from prefect_mltrain.sweep.journal import import_optuna
-from prefect_mltrain.sweep.sampling import SamplingAlgorithm
-from prefect_mltrain.sweep.space import SearchSpace
-from prefect_mltrain.sweep.study import finished_trials, load_study, pruner
-from prefect_mltrain.sweep.termination import TerminationPolicy
-from prefect_mltrain.sweep.trial import TrialSpec
-
-if TYPE_CHECKING:
-    from prefect_mltrain.blocks.tracking import MlflowTracking
-
-# The study of each (journal, sweep, slot), loaded once per worker process: a slot's sampler
-# keeps its own state (a seed offset by the slot), and loading costs a journal replay.
-_studies: dict[tuple[str, str, int], Any] = {}
-_studies_lock = threading.Lock()
-
-
-# ----------------------------------------------------------------------------- a slot's plan
-
-
-@dataclass(frozen=True)
-class StudyRef:
-    """How a slot finds the sweep's study and opens it: its name and journal, its sampler's and pruner's parts."""
-
-    name: str
-    path: str
-    space: SearchSpace
-    algorithm: Any
-    policy: TerminationPolicy | None
-
-    def load(self, slot: int) -> Any:
-        """The study with `slot`'s sampler and the policy's pruner, loaded once per process and slot."""
-        key = (self.path, self.name, slot)
-        with _studies_lock:
-            study = _studies.get(key)
-            if study is None:
-                algorithm = self.algorithm
-                sampler = algorithm.sampler(self.space, slot) if isinstance(algorithm, SamplingAlgorithm) else algorithm
-                study = load_study(self.name, self.path, sampler, pruner(self.policy))
-                _studies[key] = study
-            return study
-
-
-@dataclass(frozen=True)
-class TrialSettings:
-    """What every trial runs, the metric it is judged by, and its flow run's timeout and retries."""
-
-    spec: TrialSpec
-    objective: Objective
-    timeout_seconds: float | None = None
-    retries: int = 0
-
-
-@dataclass(frozen=True)
-class TrialTracking:
-    """Where the trials log: the tracking block, the experiment and the sweep's MLflow parent run."""
-
-    tracking: MlflowTracking
-    experiment_id: str
-    parent_run_id: str
-
-
-@dataclass(frozen=True)
-class SlotControl:
-    """What the slots share: the concurrency limit, the Dask ticket queue and stop flag, the deadline, the goal."""
-
-    concurrency_limit: str
-    deadline: float | None = None
-    goal_value: float | None = None
-    tickets: str = ""
-    stop_variable: str = ""
-    events: str = ""
-    beat_variable: str = ""
-
-
-@dataclass(frozen=True)
-class SlotPlan:
-    """One concurrent-trial slot's work order (pickled to its Dask worker with the slot task).
-
-    A slot holds one slot of the sweep's concurrency limit and runs trials one after another:
-    it takes a ticket from the sweep's queue, asks the study for a configuration, runs the
-    trial flow and reads its outcome, until the tickets run out or the sweep must stop.
-    """
-
-    study: StudyRef
-    trial: TrialSettings
-    tracking: TrialTracking
-    control: SlotControl
-    gpus_per_trial: float = 0.0
-    slot: int = 0
-
+from prefect_mltrain.sweep.lease import Lease
+from prefect_mltrain.sweep.lost import finished_trials
+from prefect_mltrain.sweep.slot_plan import SlotControl, SlotPlan
+from prefect_mltrain.sweep.watch import Progress, Watch
+from prefect_mltrain.tracking.orphans import with_owner_tags
 
 # ----------------------------------------------------------------------------- one slot (on its worker)
 
@@ -130,9 +48,10 @@ class TrialRuns:
 
     Calling the trial flow inside the slot task would make Prefect create a placeholder task
     run in the sweep, look for an existing subflow run and rename the new one: four API calls
-    before the trial starts. Here the flow run is created directly, named and tagged, with the
-    slot's task run (a task of the sweep flow run) as its parent, so the UI shows every trial
-    under the sweep all the same; the engine then runs that flow run.
+    before the trial starts. Here the flow run is created directly, named and tagged (with the
+    worker's process as its owner, `tracking.orphans`), with the slot's task run (a task of the
+    sweep flow run) as its parent, so the UI shows every trial under the sweep all the same; the
+    engine then runs that flow run.
     """
 
     client: Any
@@ -190,7 +109,8 @@ def trial_slot(plan: SlotPlan, trial_flow: Any) -> list[dict[str, Any]]:
                 prefect_client,
                 trial_flow,
                 task_run.task_run.id if task_run else None,
-                sorted({*(task_run.task_run.tags if task_run else ()), f"sweep:{plan.study.name}"}),
+                # The slot task's tags name the sweep's process as owner; a trial runs in this worker.
+                with_owner_tags({*(task_run.task_run.tags if task_run else ()), f"sweep:{plan.study.name}"}),
             )
             beat = plan.control.beat_variable
             sweep_alive: Callable[[], bool] = Pulse(distributed.Variable(beat, client=client)) if beat else _always
@@ -211,62 +131,6 @@ def trial_slot(plan: SlotPlan, trial_flow: Any) -> list[dict[str, Any]]:
             else:
                 os.environ[k] = v
     return outcomes
-
-
-LEASE_SECONDS = 60.0
-"""A slot's concurrency lease lasts this long unless renewed (every third of it; Prefect's
-shortest lease): should the sweep process itself die, its slots' leases lapse within this time. A worker's death frees its
-lease at once: the sweep releases it (`Watch`)."""
-
-
-class Lease:
-    """One slot of the sweep's Prefect global concurrency limit, held with a lease that a thread renews.
-
-    Prefect's `concurrency()` hides its lease; this one tells `tell` its id (`{"kind": "lease"}`)
-    so that the sweep can release it when this slot's worker dies, instead of the slot standing
-    taken until the lease lapses.
-    """
-
-    def __init__(self, client: Any, limit: str, tell: Callable[[dict[str, Any]], None]) -> None:
-        self.client, self.limit, self.tell = client, limit, tell
-        self.lease_id: Any = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> Lease:
-        import httpx
-
-        while True:
-            try:
-                response = self.client.increment_concurrency_slots_with_lease(
-                    [self.limit], 1, "concurrency", LEASE_SECONDS
-                )
-                break
-            except httpx.HTTPStatusError as exc:
-                if exc.response.status_code != 423:
-                    raise
-                time.sleep(min(float(exc.response.headers.get("Retry-After", 0.5)), 1.0))
-        self.lease_id = response.json()["lease_id"]
-        self.tell({"kind": "lease", "lease": str(self.lease_id)})
-        self._thread = threading.Thread(target=self._renew, name="mltrain-slot-lease", daemon=True)
-        self._thread.start()
-        return self
-
-    def _renew(self) -> None:
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as client:  # its own: httpx clients are not shared across threads here
-            while not self._stop.wait(LEASE_SECONDS / 3):
-                with contextlib.suppress(Exception):  # a missed renewal is retried; the lease lasts 3 of them
-                    client.renew_concurrency_lease(self.lease_id, LEASE_SECONDS)
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-        with contextlib.suppress(Exception):  # already released by the sweep, or lapsed
-            self.client.release_concurrency_slots_with_lease(self.lease_id)
-        self.tell({"kind": "released", "lease": str(self.lease_id)})
 
 
 def _always() -> bool:
@@ -379,201 +243,6 @@ class TrialsRun:
     lost: list[dict[str, Any]] = field(default_factory=list)
 
 
-@dataclass
-class Progress:
-    """The sweep's progress (trials finished of its capacity), passed to `update` as a percentage."""
-
-    update: Callable[[float], Any]
-    done_before: int
-    capacity: int
-    shown: int = -1
-
-    def show(self, finished: int, force: bool = False) -> None:
-        """Show `finished` trials of this run done; skip the write when the count did not change."""
-        if force or finished != self.shown:
-            self.update(100.0 * (self.done_before + finished) / max(self.capacity, 1))
-            self.shown = finished
-
-
-class Watch:
-    """The sweep's eye on its slots (in the sweep's flow run): what each runs, and whether its worker lives.
-
-    Slots tell the `events` queue their worker, their concurrency lease and the trial they run.
-    When a slot's worker leaves the cluster (killed, out of memory), or a slot task ends while a
-    trial of it was running, the trial is lost: its flow run ends Crashed, its MLflow run
-    KILLED, its Optuna trial FAIL, its configuration is queued again with `retry_of` (up to
-    `study.LOST_TRIAL_RETRIES`) with a ticket for it, and the slot's lease is released at once.
-    """
-
-    def __init__(self, dask_client: Any, events: Any, tickets: Any, study: Any, plan: SlotPlan, log: Any) -> None:
-        self.dask_client, self.events, self.tickets, self.study, self.plan, self.log = (
-            dask_client,
-            events,
-            tickets,
-            study,
-            plan,
-            log,
-        )
-        self.running: dict[tuple[str, int], dict[str, Any]] = {}  # (worker, slot) -> the trial it runs
-        self.leases: dict[tuple[str, int], str] = {}  # (worker, slot) -> its lease id
-        self.lost: list[dict[str, Any]] = []  # every trial lost, retried or not
-        self.dead_workers: set[str] = set()
-
-    def check(self, slots_ended: bool = False) -> None:
-        """Read the slots' events, and end what dead workers (or, with `slots_ended`, every slot) left behind."""
-        for event in self.events.get(batch=True):
-            key = (event["worker"], event["slot"])
-            kind = event["kind"]
-            if kind == "lease":
-                self.leases[key] = event["lease"]
-            elif kind == "released":
-                self.leases.pop(key, None)
-            elif kind == "start":
-                self.running[key] = event
-            elif kind == "end":
-                self.running.pop(key, None)
-        if slots_ended:
-            self._orphans()
-        if not self.running and not self.leases:
-            return
-        alive = set(self.dask_client.scheduler_info(n_workers=-1)["workers"])
-        for key in [k for k in {*self.running, *self.leases} if slots_ended or k[0] not in alive]:
-            why = "its Dask worker died" if key[0] not in alive else "its slot task ended while it ran"
-            if key[0] not in alive:
-                self.dead_workers.add(key[0])
-            lease = self.leases.pop(key, None)
-            if lease is not None:
-                release_lease(lease)
-            trial = self.running.pop(key, None)
-            if trial is not None:
-                self._lose(trial, f"trial {trial['number']} was lost: {why} ({key[0]})")
-
-    def _orphans(self) -> None:
-        """With every slot ended, a trial still RUNNING in the study is lost (its worker died before telling)."""
-        from prefect_mltrain.sweep.journal import import_optuna
-
-        running = import_optuna().trial.TrialState.RUNNING
-        known = {int(t["number"]) for t in self.running.values()}
-        for t in self.study.get_trials(deepcopy=False, states=(running,)):
-            if t.number not in known:
-                trial = {"number": t.number, "flow_run_id": t.user_attrs.get("flow_run_id")}
-                self._lose(trial, f"trial {t.number} was lost: its slot ended while it ran")
-
-    def _lose(self, trial: dict[str, Any], reason: str) -> None:
-        from prefect_mltrain.sweep.study import kill_trial_runs, lose_trial
-
-        number = int(trial["number"])
-        lost = lose_trial(self.study, number, reason)
-        crash_flow_run(trial["flow_run_id"], reason)
-        tracking = self.plan.tracking
-        with contextlib.suppress(Exception):  # the store may be unreachable; a resume ends them too
-            kill_trial_runs(tracking.tracking.client(), tracking.experiment_id, self.plan.study.name, number)
-        if lost is None:  # it had finished (told the study) just before its worker died
-            return
-        self.lost.append({**lost, "reason": reason})
-        if lost["retried"]:
-            self.tickets.put(-1 - number)
-            self.log(f"{reason}; it runs again as a new trial (retry_of={number}).")
-        else:
-            self.log(f"{reason}; it was lost {lost_retries() + 1} times and is not run again.")
-
-
-def lost_retries() -> int:
-    """`study.LOST_TRIAL_RETRIES` (read late, so tests may lower it)."""
-    from prefect_mltrain.sweep import study
-
-    return study.LOST_TRIAL_RETRIES
-
-
-def reset_concurrency_limit(name: str, limit: int) -> None:
-    """The sweep's global concurrency limit, made afresh with no slot taken.
-
-    The sweep holds its name's lock, so a slot still taken belongs to a process that died (a
-    crashed run of this sweep): deleting the limit frees it at once, where its lease would hold
-    it up to `LEASE_SECONDS` (Prefect's own default: 300 s).
-    """
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    with get_client(sync_client=True) as client:
-        with contextlib.suppress(ObjectNotFound):
-            client.delete_global_concurrency_limit_by_name(name)
-        client.upsert_global_concurrency_limit_by_name(name, limit)
-
-
-def crash_stale_flow_runs(name: str, current_flow_run_id: str | None) -> int:
-    """End Crashed the flow runs a killed run of sweep `name` left unfinished; return how many.
-
-    Its trial flow runs (tagged `sweep:<name>`), its own `sweep` flow run and that run's slot
-    task runs. The caller holds the sweep's lock, so none of them is alive.
-    """
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowFilter,
-        FlowFilterName,
-        FlowRunFilter,
-        FlowRunFilterId,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-        FlowRunFilterTags,
-        TaskRunFilter,
-        TaskRunFilterState,
-        TaskRunFilterStateType,
-    )
-    from prefect.client.schemas.objects import StateType
-    from prefect.states import Crashed
-
-    unfinished = [StateType.RUNNING, StateType.PENDING, StateType.SCHEDULED]
-    message = f"a run of sweep {name!r} that was killed left this run unfinished; a resume of the sweep ended it"
-    current = uuid.UUID(str(current_flow_run_id)) if current_flow_run_id else None
-    crashed = 0
-    with get_client(sync_client=True) as client:
-        state = FlowRunFilterState(type=FlowRunFilterStateType(any_=unfinished))
-        trials = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"sweep:{name}"]), state=state), limit=200
-        )
-        sweeps = client.read_flow_runs(
-            flow_filter=FlowFilter(name=FlowFilterName(any_=["sweep"])),
-            flow_run_filter=FlowRunFilter(state=state),
-            limit=200,
-        )
-        sweeps = [r for r in sweeps if r.id != current and (r.parameters or {}).get("name") == name]
-        for run in [*trials, *sweeps]:
-            if run.id != current:
-                client.set_flow_run_state(run.id, Crashed(message=message), force=True)
-                crashed += 1
-        if sweeps:
-            slots = client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r.id for r in sweeps])),
-                task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=TaskRunFilterStateType(any_=unfinished))),
-                limit=200,
-            )
-            for task_run in slots:
-                client.set_task_run_state(task_run.id, Crashed(message=message), force=True)
-    return crashed
-
-
-def release_lease(lease_id: str) -> None:
-    """Release a concurrency lease whose holder died (best effort: it lapses within `LEASE_SECONDS` anyway)."""
-    from prefect.client.orchestration import get_client
-
-    with contextlib.suppress(Exception), get_client(sync_client=True) as client:
-        client.release_concurrency_slots_with_lease(uuid.UUID(lease_id))
-
-
-def crash_flow_run(flow_run_id: str | None, message: str) -> None:
-    """Set a flow run whose process died Crashed, unless it already ended (best effort)."""
-    if not flow_run_id:
-        return
-    from prefect.client.orchestration import get_client
-    from prefect.states import Crashed
-
-    with contextlib.suppress(Exception), get_client(sync_client=True) as client:
-        run = client.read_flow_run(uuid.UUID(str(flow_run_id)))
-        if run.state is None or not run.state.is_final():
-            client.set_flow_run_state(run.id, Crashed(message=message), force=True)
-
-
 def run_trials(
     task_runner: Any,
     slot_task: Any,
@@ -629,7 +298,9 @@ def run_trials(
 
     outcomes: list[dict[str, Any]] = []
     deadline = control.deadline
-    for _ in range(1 + lost_retries() * to_run):  # each round after the first runs lost trials' tickets
+    for _ in range(
+        1 + plan.trial.max_lost_trial_retries * to_run
+    ):  # each round after the first runs lost trials' tickets
         outcomes += run_slots(task_runner, slot_task, plans, resources, on_wait, watch)
         watch.check(slots_ended=True)
         if any(o.get("error") == "metric_not_reported" for o in outcomes):

@@ -2,8 +2,9 @@
 
 The `sweep` flow (`flows/sweep.py`) checks its arguments into a `SweepPlan` (`sweep.plan`),
 holds the sweep's name (`sweep_lock`), opens or resumes the study and the MLflow parent run
-(`open_sweep`: `open_study`, `recover`, `open_parent_run`), lets `sweep.runner` run the trials,
-and ends with `finish`: the leaderboard, the charts, the parent run's metrics, the `SweepResult`.
+(`open_sweep`: `open_study`, `sweep.lost.recover`, `open_parent_run`), lets `sweep.runner` run
+the trials, and ends with `finish`: the leaderboard, the charts, the parent run's metrics, the
+`SweepResult`.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prefect_mltrain._compat.optuna import trial_by_id
-from prefect_mltrain._compat.optuna import trial_id as storage_id
 from prefect_mltrain.errors import ConfigurationError, SweepLockedError
 from prefect_mltrain.sweep import charts
 from prefect_mltrain.sweep.config import Objective
 from prefect_mltrain.sweep.journal import import_optuna, journal_storage
+from prefect_mltrain.sweep.lost import finished_trials, recover, superseded
 from prefect_mltrain.sweep.plan import SweepPlan
+from prefect_mltrain.sweep.reconcile import kill_stale_runs
 from prefect_mltrain.sweep.sampling import SamplingAlgorithm
 from prefect_mltrain.sweep.termination import TerminationPolicy
 
@@ -161,105 +162,6 @@ def load_study(name: str, path: Path | str, sampler: Any, pruner: Any) -> Any:
     return import_optuna().load_study(study_name=name, storage=study_storage(path), pruner=pruner, sampler=sampler)
 
 
-def recover(study: Any) -> int:
-    """Mark trials left RUNNING by a killed sweep as failed and queue their configurations again.
-
-    Trials an earlier run lost more often than `LOST_TRIAL_RETRIES` are queued again too.
-
-    Returns:
-        How many trials were queued again.
-    """
-    optuna = import_optuna()
-    requeued = 0
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        trial_by_id(study, storage_id(t)).set_user_attr("abandoned", True)
-        study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-        study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
-        requeued += 1
-    for number in lost_trials(study):  # lost past the retry limit in an earlier run: this rerun runs them
-        frozen = study.get_trials(deepcopy=False)[number]  # its retry supersedes it (`superseded`)
-        study.enqueue_trial(frozen.params, user_attrs={"retry_of": number}, skip_if_exists=False)
-        requeued += 1
-    return requeued
-
-
-LOST_TRIAL_RETRIES = 2
-"""How many times a sweep runs again a trial whose worker died (`retry_of`, like Ray Tune's
-`max_failures` and Dask's `allowed-failures`); a trial lost more often ends the sweep Failed."""
-
-
-def lose_trial(study: Any, number: int, reason: str) -> dict[str, Any] | None:
-    """A trial whose process died: FAIL in the study, and queued again while retries are left.
-
-    The lost trial is marked `abandoned` (not counted, not on the leaderboard) and its
-    configuration is queued as a new trial with `retry_of`; after `LOST_TRIAL_RETRIES` retries
-    of one configuration it stays a counted FAIL with `lost` set. Returns None when the trial
-    had already finished, else `{"number", "retried", "params", "mlflow_run_id", "flow_run_id"}`.
-    """
-    optuna = import_optuna()
-    frozen = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
-    if frozen is None or frozen.state.is_finished():
-        return None
-    attempt = int(frozen.user_attrs.get("lost_attempt", 0))
-    retried = attempt < LOST_TRIAL_RETRIES
-    trial = trial_by_id(study, storage_id(frozen))
-    trial.set_user_attr("lost", reason)
-    if retried:
-        trial.set_user_attr("abandoned", True)
-    study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-    if retried:
-        study.enqueue_trial(
-            frozen.params, user_attrs={"retry_of": number, "lost_attempt": attempt + 1}, skip_if_exists=False
-        )
-    return {
-        "number": number,
-        "retried": retried,
-        "params": dict(frozen.params),
-        "mlflow_run_id": frozen.user_attrs.get("mlflow_run_id"),
-        "flow_run_id": frozen.user_attrs.get("flow_run_id"),
-    }
-
-
-def kill_trial_runs(client: Any, experiment_id: str, name: str, number: int) -> int:
-    """End the MLflow runs of trial `number` of sweep `name` still RUNNING (KILLED); return how many."""
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`mltrain.sweep` = '{name}' and tags.`mltrain.trial` = '{number}' "
-        "and attributes.status = 'RUNNING'",
-        max_results=100,
-    )
-    for r in runs:
-        client.set_terminated(r.info.run_id, status="KILLED")
-    return len(runs)
-
-
-def superseded(study: Any) -> set[int]:
-    """Trials run again as another trial (some trial's `retry_of`): not counted, not on the leaderboard."""
-    return {int(t.user_attrs["retry_of"]) for t in study.get_trials(deepcopy=False) if "retry_of" in t.user_attrs}
-
-
-def lost_trials(study: Any) -> list[int]:
-    """Trials lost more often than they are retried (counted FAILs with `lost` set), not queued again since."""
-    again = superseded(study)
-    return [
-        t.number
-        for t in study.get_trials(deepcopy=False)
-        if t.user_attrs.get("lost") and not t.user_attrs.get("abandoned") and t.number not in again
-    ]
-
-
-def finished_trials(study: Any) -> list[Any]:
-    """The trials that count as run: completed, pruned, or failed (not those abandoned or run again)."""
-    states = import_optuna().trial.TrialState
-    again = superseded(study)
-    return [
-        t
-        for t in study.get_trials(deepcopy=False)
-        if t.state in (states.COMPLETE, states.PRUNED)
-        or (t.state == states.FAIL and not t.user_attrs.get("abandoned") and t.number not in again)
-    ]
-
-
 def remaining(study: Any, plan: SweepPlan) -> Remaining:
     """How many trials are left to run, and the stop reason should none run (counted before any run)."""
     optuna = import_optuna()
@@ -313,19 +215,6 @@ def open_parent_run(client: Any, experiment_id: str, study: Any, plan: SweepPlan
         ],
     )
     return str(parent_run_id)
-
-
-def kill_stale_runs(client: Any, experiment_id: str, name: str, parent_run_id: str | None) -> int:
-    """End MLflow runs of this sweep left RUNNING by a killed process (KILLED); return how many."""
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`mltrain.sweep` = '{name}' and attributes.status = 'RUNNING'",
-        max_results=1000,
-    )
-    stale = [r for r in runs if r.info.run_id != parent_run_id]
-    for r in stale:
-        client.set_terminated(r.info.run_id, status="KILLED")
-    return len(stale)
 
 
 @contextlib.contextmanager
