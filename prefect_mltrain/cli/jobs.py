@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -14,57 +16,45 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from prefect_mltrain.cli.common import connect
+from prefect_mltrain.cli.common import block_loader, connect
+from prefect_mltrain.errors import MltrainError
 from prefect_mltrain.jobs.records import mlflow_run_of
 from prefect_mltrain.settings import MltrainSettings
 
 
 def _job_run(args: argparse.Namespace) -> int:
-    from prefect_mltrain.jobs.jobfile import load_job_file
+    from prefect_mltrain.flows.run_job_file import check_job_file  # imports Prefect; starts nothing
 
-    load_job_file(args.file, args.set)  # a bad file fails here, before any server or compute starts
+    # The whole file is checked before any server, flow run or environment starts: every
+    # problem is raised at once (JobFileError), and `main` prints one `error:` line for each.
+    load_block = block_loader()
+    check_job_file(args.file, args.set, args.resume, load_block)
     if args.detach:
-        log = MltrainSettings().home_dir / "detached" / f"{Path(args.file).stem}-{int(time.time())}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "prefect_mltrain.cli", "job", "run", args.file]
-        for item in args.set:
-            argv += ["--set", item]
-        if args.resume:
-            argv.append("--resume")
-        connect()
-        tag = _new_tag()
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env={**os.environ, _TAG_VARIABLE: tag},
-            )
-        job_id = _first_flow_run(tag, proc)
-        print(
-            f"Submitted: job {job_id or '(not started yet)'} (pid {proc.pid}); its output goes to {log}.\n"
-            f"Follow it: prefect-mltrain job stream {job_id or '<id>'}   Cancel it: prefect-mltrain job cancel "
-            f"{job_id or '<id>'}"
-        )
-        return 0
+        return _detach(args)
     connect()
+    if load_block is None:  # the saved blocks it names, now that the server runs; still before any run
+        from prefect_mltrain.blocks._load import resolve_block
+
+        check_job_file(args.file, args.set, args.resume, resolve_block)
     from prefect_mltrain.flows import use_fast_heartbeats
     from prefect_mltrain.flows.run_job_file import run_job_file
     from prefect_mltrain.flows.sweep import SweepResult
 
     use_fast_heartbeats()
 
-    with _watched() as tag:
+    with _watched() as tag, _console_tracebacks(shown=_debug(args)):
         from prefect import tags
 
         try:
             with tags(tag):
-                result = run_job_file(args.file, args.set, resume=args.resume)
+                state = run_job_file(args.file, args.set, resume=args.resume, return_state=True)
         except KeyboardInterrupt:
             return _cancelled(tag)
+    if not state.is_completed():
+        return _failed(state, _debug(args))
+    result = state.result()
     if isinstance(result, SweepResult):
         print(
             f"\nSweep {result.name}: best trial {result.best_trial}, {result.best_value} with {result.best_params}\n"
@@ -75,6 +65,101 @@ def _job_run(args: argparse.Namespace) -> int:
             f"\nMLflow run: {result.mlflow_run_id}\nOutputs:    {result.outputs_dir}\nPrefect:    {result.flow_run_url}"
         )
     return 0
+
+
+def _debug(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False))
+
+
+def _detach(args: argparse.Namespace) -> int:
+    """`job run --detach`: the same command in the background, its output to a log file."""
+    log = MltrainSettings().home_dir / "detached" / f"{Path(args.file).stem}-{int(time.time())}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "prefect_mltrain.cli", "job", "run", args.file]
+    for item in args.set:
+        argv += ["--set", item]
+    if args.resume:
+        argv.append("--resume")
+    if _debug(args):
+        argv.append("--debug")
+    connect()
+    tag = _new_tag()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, _TAG_VARIABLE: tag},
+        )
+    job_id = _first_flow_run(tag, proc)
+    print(
+        f"Submitted: job {job_id or '(not started yet)'} (pid {proc.pid}); its output goes to {log}.\n"
+        f"Follow it: prefect-mltrain job stream {job_id or '<id>'}   Cancel it: prefect-mltrain job cancel "
+        f"{job_id or '<id>'}"
+    )
+    return 0
+
+
+def _failed(state: Any, debug: bool) -> int:
+    """A job that started and then failed: one `error:` line, and where to look; exit 1 (2 for bad input)."""
+    import traceback
+
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    from prefect_mltrain.errors import ConfigurationError
+
+    error = state.result(raise_on_failure=False)
+    job_id = state.state_details.flow_run_id
+    ui = PREFECT_UI_URL.value() or (PREFECT_API_URL.value() or "").removesuffix("/api")
+    if debug and isinstance(error, BaseException):
+        traceback.print_exception(error)
+    if isinstance(error, BaseException):
+        text = str(error) if isinstance(error, MltrainError) else f"{type(error).__name__}: {error}"
+    else:
+        text = state.message or state.name
+    print(
+        f"error: {text}\n"
+        f"Job {job_id} ended {state.name}. See: prefect-mltrain job show {job_id}\n"
+        f"Prefect:    {ui}/runs/flow-run/{job_id}",
+        file=sys.stderr,
+    )
+    return 2 if isinstance(error, ConfigurationError) else 1
+
+
+class _WithoutTraceback(logging.Formatter):
+    """Formats a record as `inner` does, leaving out the traceback (the flow run's log keeps it)."""
+
+    def __init__(self, inner: logging.Formatter | None) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text:
+            record = copy.copy(record)  # other handlers (Prefect's API log) still get the traceback
+            record.exc_info, record.exc_text = None, None
+        return self.inner.format(record)
+
+
+@contextlib.contextmanager
+def _console_tracebacks(shown: bool) -> Iterator[None]:
+    """Prefect's terminal log without tracebacks, unless `shown` (`--debug`).
+
+    A failing job would otherwise print the same traceback once per flow run it nests (the job
+    file's, then `train_job`'s or the sweep's) before the one `error:` line says what failed.
+    """
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    handlers = [] if shown else [h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler)]
+    formatters = [h.formatter for h in handlers]
+    for handler in handlers:
+        handler.setFormatter(_WithoutTraceback(handler.formatter))
+    try:
+        yield
+    finally:
+        for handler, formatter in zip(handlers, formatters):
+            handler.setFormatter(formatter)
 
 
 _TAG_VARIABLE = "MLTRAIN_CLI_TAG"  # from `job run --detach` to the `job run` it starts
