@@ -251,32 +251,47 @@ def _yaml_limits(message: str) -> str:
 
 
 def _check_sweep(job: JobFile, findings: Findings, resume: bool) -> None:
-    """Each part of a sweep on its own (every problem, not the first), then all of them together."""
+    """Each part of a sweep on its own (every problem, not the first), then the right parts together.
+
+    `plan_sweep` raises at the first problem, so each part is given to it alone (the others
+    valid stand-ins); then the parts that passed go together (the combinations it refuses,
+    e.g. bayesian sampling with a bandit policy); and, once every part is right, the whole
+    sweep with its command trial (`check_sweep`: placeholders, unused search-space entries).
+    """
     spec = job.sweep or {}
-    with findings.checking("objective"):
-        _plan(objective=spec.get("objective"))
+    right: dict[str, Any] = {}  # the parts that pass on their own
+    for part, value in (
+        ("objective", spec.get("objective")),
+        ("sampling_algorithm", spec.get("sampling_algorithm") or "random"),
+        ("early_termination", spec.get("early_termination")),
+    ):
+        with findings.checking(part):
+            _plan(**{part: value})
+            right[part] = value
     space = spec.get("search_space")
     if isinstance(space, dict) and space:
         for key, entry in space.items():
             try:
                 _plan(search_space={key: entry})
+                right.setdefault("search_space", {})[key] = entry
             except ConfigurationError as exc:
                 findings.add(f"search_space.{key}", str(exc).removeprefix(f"search_space[{key!r}]: "))
     else:
         with findings.checking("search_space"):
             _plan(search_space=space)
-    with findings.checking("sampling_algorithm"):
-        _plan(sampling_algorithm=spec.get("sampling_algorithm") or "random")
-    with findings.checking("early_termination"):
-        _plan(early_termination=spec.get("early_termination"))
-    _check_limits(spec.get("limits") or {}, findings)
+    right["limits"] = _check_limits(spec.get("limits") or {}, findings)
+    try:
+        _plan(**right)
+    except ConfigurationError as exc:
+        named = re.match(r"`(\w+)`", str(exc))
+        findings.add(named.group(1) if named and named.group(1) in right else "", _yaml_limits(str(exc)))
     name = None
     with findings.checking("name"):
         name = sweep_name(job, resume)
         _plan(name=name)
     parts = ("objective", "search_space", "sampling_algorithm", "early_termination", "limits", "name")
     if name is None or findings.at(*parts, "trial", "command", "code", "inputs", "outputs"):
-        return  # the parts together only once each is right, so no problem is told twice
+        return  # the whole sweep only once its parts are right, so that no problem is told twice
     with findings.checking(""):
         check_sweep(
             _trial(job, render_command(job, {}, {out: f"outputs/{out}" for out in job.outputs}), None),
@@ -291,24 +306,28 @@ def _check_sweep(job: JobFile, findings: Findings, resume: bool) -> None:
         )
 
 
-def _check_limits(limits: dict[str, Any], findings: Findings) -> None:
-    """Each limit: after a problem, that limit is left out and the rest checked again."""
+def _check_limits(limits: dict[str, Any], findings: Findings) -> dict[str, Any]:
+    """Each limit: one with a problem is left out and the rest checked again; return the right ones."""
     fields = {azure: ours for azure, ours in _LIMIT_NAMES.items()}
     known = {**{f: f for f in Limits.__dataclass_fields__ if f not in fields.values()}, **fields}
     for key in sorted(set(limits) - set(known)):
         findings.add(f"limits.{key}", f"unknown limit. Valid: {sorted(known)}.")
     values = {known[k]: v for k, v in limits.items() if k in known}
+    left_out: set[str] = set()
     while True:
         try:
             _plan(limits=values)
-            return
+            return values
         except ConfigurationError as exc:
-            named = next((n for n in re.findall(r"`(\w+)`", str(exc)) if n in values), None)
-            azure = {v: k for k, v in known.items()}.get(named or "", "")
-            findings.add(f"limits.{azure}" if named else "limits", _yaml_limits(str(exc)))
+            names = re.findall(r"`(\w+)`", str(exc))
+            named = next((n for n in names if n in values), None)
+            if not left_out & set(names):  # not a comparison with a limit already found wrong
+                azure = {v: k for k, v in known.items()}.get(named or "", "")
+                findings.add(f"limits.{azure}" if named else "limits", _yaml_limits(str(exc)))
             if named is None:
-                return
+                return {}
             del values[named]
+            left_out.add(named)
 
 
 def _limits(spec: dict[str, Any]) -> dict[str, Any]:

@@ -147,3 +147,38 @@ def test_a_named_sweep_is_checked_for_resume(tmp_path, monkeypatch):
     (tmp_path / "sweep.yml").write_text(textwrap.dedent(text).replace("Iris_Sweep", "iris-sweep"))
     with pytest.raises(JobFileError, match=r"`name`: `resume` was asked for, but there is no sweep named 'iris-sweep'"):
         check_job_file(tmp_path / "sweep.yml", resume=True, load_block=None)
+
+
+def test_parts_that_are_right_are_combined_even_when_others_are_wrong(tmp_path):
+    """Bayesian sampling with a bandit policy is told in the same round as a bad search-space entry."""
+    text = """
+        type: sweep
+        trial:
+          code: src
+          command: python main.py --lr ${{search_space.lr}} --boosting ${{search_space.boosting}}
+        sampling_algorithm: bayesian
+        search_space:
+          lr: {type: uniform, min_value: 0.01, max_value: 0.9}
+          boosting: {type: choice, values: gbdt}
+        objective: {goal: minimize, primary_metric: loss}
+        early_termination: {type: bandit, slack_factor: 0.1}
+        limits: {max_total_trials: "20", max_concurrent_trials: 30}
+    """
+    with pytest.raises(JobFileError) as caught:
+        check_job_file(_files(tmp_path, text), load_block=None)
+    wheres = [p.where for p in caught.value.problems]
+    assert sorted(wheres) == ["early_termination", "limits.max_total_trials", "search_space.boosting"], wheres
+    # `max_concurrent_trials` is not compared with a `max_total_trials` that is itself wrong.
+    assert "max_concurrent_trials" not in str(caught.value)
+
+
+def test_model_inputs_are_local_paths(tmp_path):
+    (tmp_path / "model").mkdir()
+    text = """
+        command: python main.py --model ${{inputs.model}}
+        code: src
+        inputs:
+          model: {type: mlflow_model, path: model}
+    """
+    job = check_job_file(_files(tmp_path, text, "job.yml"), load_block=None)
+    assert job.inputs["model"].path == str(tmp_path / "model")

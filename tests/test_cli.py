@@ -98,7 +98,7 @@ def test_job_run_reports_every_problem_of_a_file_before_anything_starts(tmp_path
         "error: sweep.yml:22: `limits.timeout`: `timeout` must be a positive number of seconds",
     ):
         assert sum(line.startswith(start) for line in errors) == 1, (start, out.stderr)
-    assert len(errors) == 9 and "9 problems in sweep.yml; nothing was started." in out.stderr
+    assert len(errors) == 9 and "9 problems in sweep.yml; no job was started." in out.stderr
     assert "Traceback" not in out.stderr + out.stdout and out.stdout == ""
     # Nothing started: no Prefect server (neither ours nor Prefect's temporary one), so no flow run.
     home = tmp_path / "home"

@@ -202,7 +202,7 @@ def _print_error(exc: MltrainError) -> None:
             print(f"error: {line}", file=sys.stderr)
         count = len(exc.problems)
         print(
-            f"{count} problem{'s' if count > 1 else ''} in {exc.shown_path}; nothing was started.",
+            f"{count} problem{'s' if count > 1 else ''} in {exc.shown_path}; no job was started.",
             file=sys.stderr,
         )
         return

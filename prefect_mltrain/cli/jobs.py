@@ -110,7 +110,10 @@ def _failed(state: Any, debug: bool) -> int:
 
     from prefect_mltrain.errors import ConfigurationError
 
-    error = state.result(raise_on_failure=False)
+    try:
+        error = state.result(raise_on_failure=False)
+    except Exception as exc:  # noqa: BLE001 - a state whose result was not kept: say what is known
+        error = exc
     job_id = state.state_details.flow_run_id
     ui = PREFECT_UI_URL.value() or (PREFECT_API_URL.value() or "").removesuffix("/api")
     if debug and isinstance(error, BaseException):

@@ -69,6 +69,8 @@ _LITERAL_TYPES: dict[str, tuple[type, ...]] = {
     "number": (int, float),
     "boolean": (bool,),
 }
+# Inputs read from a local path; a model input is its file or folder, as Azure mounts it.
+_PATH_TYPES = ("uri_file", "uri_folder", "mlflow_model", "custom_model")
 _LITERAL_EXAMPLES = {"string": "a string", "integer": "an integer", "number": "a number", "boolean": "true or false"}
 _TEXT_KEYS = ("name", "display_name", "experiment_name", "description", "compute")
 _MAPPING_KEYS = ("inputs", "outputs", "tags", "environment_variables", "resources", "limits")
@@ -516,9 +518,9 @@ def _job_input(name: str, spec: Any, base: Path) -> JobInput:
     if not isinstance(spec, Mapping):
         return JobInput(name, value=spec)
     kind = spec.get("type", "uri_folder")
-    if kind not in ("uri_file", "uri_folder", *_LITERAL_TYPES):
+    if kind not in (*_PATH_TYPES, *_LITERAL_TYPES):
         raise ConfigurationError(
-            f"`type: {kind}` is not supported for an input; supported: uri_file, uri_folder, or a literal "
+            f"`type: {kind}` is not supported for an input; supported: {', '.join(_PATH_TYPES)}, or a literal "
             f"({', '.join(_LITERAL_TYPES)}). Fix: use one of those, or give the value itself (`{name}: 0.5`)."
         )
     if kind in _LITERAL_TYPES:
@@ -591,7 +593,11 @@ def _environment(spec: Any, base: Path, where: str, findings: Findings) -> dict[
         if conda.is_file():
             fields["conda_file"] = str(conda)
         else:
-            findings.add(f"{where}.conda_file", f"`{spec['conda_file']}` does not exist ('{conda}').")
+            findings.add(
+                f"{where}.conda_file",
+                f"`{spec['conda_file']}` does not exist ('{conda}'). Fix: give the conda file's path, relative "
+                f"to the job file.",
+            )
     if "image" in spec:
         fields["docker_image"] = str(spec["image"]).removeprefix("docker.io/")
     if "build" in spec:
