@@ -103,6 +103,7 @@ def test_job_run_reports_every_problem_of_a_file_before_anything_starts(tmp_path
     # Nothing started: no Prefect server (neither ours nor Prefect's temporary one), so no flow run.
     home = tmp_path / "home"
     assert not (home / "prefect-server.json").exists() and not (home / "prefect").exists()
+    assert not (home / "mlflow-server.json").exists()  # nor the MLflow server that starts beside it
     assert [p for p in (tmp_path / "prefect-home").rglob("*") if p.is_file()] == []  # no database of Prefect's
     assert not (home / "envs").exists() and not (home / "runs").exists()  # no environment built, no job folder
 

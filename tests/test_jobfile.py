@@ -170,3 +170,21 @@ def test_a_sweep_trial_is_located_under_trial(tmp_path, monkeypatch):
 def test_command_job_timeout_is_kept(tmp_path):
     job = load_job_file(_write(tmp_path, JOB + "    limits: {timeout: 90}\n"))
     assert job.timeout_seconds == 90.0
+
+
+def test_the_same_problem_in_two_places_is_told_for_each(tmp_path):
+    text = JOB + "    resources: {instance_count: 1}\n"
+    text = text.replace("lr: 0.01", "lr: {type: integer}\n      epochs: {type: integer}")
+    with pytest.raises(JobFileError) as caught:
+        load_job_file(_write(tmp_path, text))
+    assert [p.where for p in caught.value.problems] == ["inputs.lr", "inputs.epochs"]
+
+
+def test_the_error_survives_pickling(tmp_path):
+    """As a failed flow run's result: Prefect pickles the exception."""
+    import pickle
+
+    with pytest.raises(JobFileError) as caught:
+        load_job_file(_write(tmp_path, BROKEN))
+    again = pickle.loads(pickle.dumps(caught.value))
+    assert again.lines() == caught.value.lines() and again.problems == caught.value.problems

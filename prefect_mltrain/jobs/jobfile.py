@@ -202,8 +202,8 @@ class Findings:
         self.problems: list[Problem] = []
 
     def add(self, where: str, message: str) -> None:
-        """Record a problem at key path `where`; a message already recorded is not repeated."""
-        if all(p.message != message for p in self.problems):
+        """Record a problem at key path `where`; one already recorded there is not repeated."""
+        if Problem(where, message) not in self.problems:
             self.problems.append(Problem(where, message))
 
     @contextmanager
