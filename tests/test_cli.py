@@ -122,3 +122,26 @@ def test_debug_is_a_global_flag_and_a_job_run_flag(argv):
 
     assert build_parser().parse_args(argv).debug is True
     assert build_parser().parse_args(["job", "run", "j.yml"]).debug is False
+
+
+@pytest.mark.unit
+def test_console_log_without_tracebacks_keeps_the_record_whole(tmp_path, monkeypatch):
+    import logging
+
+    from prefect_mltrain.cli.logs import WithoutTraceback, console_without_tracebacks
+
+    monkeypatch.delenv("PREFECT_LOGGING_SETTINGS_PATH", raising=False)
+    monkeypatch.setenv("PREFECT_MLTRAIN_HOME", str(tmp_path))
+    console_without_tracebacks()
+    config = Path(os.environ["PREFECT_LOGGING_SETTINGS_PATH"])
+    assert "(): prefect_mltrain.cli.logs.prefect_formatter_without_traceback" in config.read_text()
+    monkeypatch.setenv("PREFECT_LOGGING_SETTINGS_PATH", "/the/users/own.yml")
+    console_without_tracebacks()
+    assert os.environ["PREFECT_LOGGING_SETTINGS_PATH"] == "/the/users/own.yml"  # kept
+
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed: %s", ("boom",), sys.exc_info())
+    assert WithoutTraceback(logging.Formatter("%(message)s")).format(record) == "failed: boom"
+    assert record.exc_info is not None  # the API log handler still gets the traceback

@@ -366,3 +366,18 @@ def test_an_explicit_name_is_used_once_and_resumed_only_when_asked(tmp_path, uni
     assert resumed.mlflow_parent_run_id == first.mlflow_parent_run_id
     assert sorted(t["trial"] for t in resumed.trials) == sorted(t["trial"] for t in first.trials)  # none run twice
     assert resumed.stop_reason.startswith("nothing left to run")
+
+
+def test_cli_sweep_whose_trials_all_fail_says_so_without_worker_tracebacks(tmp_path):
+    """The trials run in Dask worker processes: their Prefect console log has no traceback either."""
+    path = _small_sweep_file(tmp_path, "failing.yml")
+    (tmp_path / "src" / "train.py").write_text("import sys\nprint('trial fails', flush=True)\nsys.exit(2)\n")
+    exe = str(Path(sys.executable).with_name("prefect-mltrain"))
+    out = subprocess.run([exe, "job", "run", str(path)], capture_output=True, text=True, env=os.environ, timeout=300)
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "trial fails" in out.stderr + out.stdout  # the trials did run, and their output is shown
+    assert "Traceback" not in out.stderr + out.stdout
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: no trial of sweep failing-"), out.stderr[-3000:]
+    assert "completed (2 failed, 0 stopped early), so it has no best trial" in errors[0]
+    assert "/runs/flow-run/" in errors[0]

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -19,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from prefect_mltrain.cli.common import block_loader, connect
+from prefect_mltrain.cli.logs import console_without_tracebacks
 from prefect_mltrain.errors import MltrainError
 from prefect_mltrain.jobs.records import mlflow_run_of
 from prefect_mltrain.settings import MltrainSettings
 
 
 def _job_run(args: argparse.Namespace) -> int:
+    if not _debug(args):
+        console_without_tracebacks()  # before Prefect is imported, for this process and its workers
     from prefect_mltrain.flows.run_job_file import check_job_file  # imports Prefect; starts nothing
 
     # The whole file is checked before any server, flow run or environment starts: every
@@ -44,7 +45,7 @@ def _job_run(args: argparse.Namespace) -> int:
 
     use_fast_heartbeats()
 
-    with _watched() as tag, _console_tracebacks(shown=_debug(args)):
+    with _watched() as tag:
         from prefect import tags
 
         try:
@@ -55,6 +56,8 @@ def _job_run(args: argparse.Namespace) -> int:
     if not state.is_completed():
         return _failed(state, _debug(args))
     result = state.result()
+    if isinstance(result, SweepResult) and result.best_trial is None and result.trials:
+        return _no_trial_completed(result)
     if isinstance(result, SweepResult):
         print(
             f"\nSweep {result.name}: best trial {result.best_trial}, {result.best_value} with {result.best_params}\n"
@@ -131,38 +134,21 @@ def _failed(state: Any, debug: bool) -> int:
     return 2 if isinstance(error, ConfigurationError) else 1
 
 
-class _WithoutTraceback(logging.Formatter):
-    """Formats a record as `inner` does, leaving out the traceback (the flow run's log keeps it)."""
+def _no_trial_completed(result: Any) -> int:
+    """A sweep whose every trial failed (or stopped early): one `error:` line and where to look; exit 1."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 
-    def __init__(self, inner: logging.Formatter | None) -> None:
-        super().__init__()
-        self.inner = inner or logging.Formatter()
-
-    def format(self, record: logging.LogRecord) -> str:
-        if record.exc_info or record.exc_text:
-            record = copy.copy(record)  # other handlers (Prefect's API log) still get the traceback
-            record.exc_info, record.exc_text = None, None
-        return self.inner.format(record)
-
-
-@contextlib.contextmanager
-def _console_tracebacks(shown: bool) -> Iterator[None]:
-    """Prefect's terminal log without tracebacks, unless `shown` (`--debug`).
-
-    A failing job would otherwise print the same traceback once per flow run it nests (the job
-    file's, then `train_job`'s or the sweep's) before the one `error:` line says what failed.
-    """
-    from prefect.logging.handlers import PrefectConsoleHandler
-
-    handlers = [] if shown else [h for h in logging.getLogger().handlers if isinstance(h, PrefectConsoleHandler)]
-    formatters = [h.formatter for h in handlers]
-    for handler in handlers:
-        handler.setFormatter(_WithoutTraceback(handler.formatter))
-    try:
-        yield
-    finally:
-        for handler, formatter in zip(handlers, formatters):
-            handler.setFormatter(formatter)
+    ui = PREFECT_UI_URL.value() or (PREFECT_API_URL.value() or "").removesuffix("/api")
+    states = [row["state"] for row in result.trials]
+    failed = next((row for row in result.trials if row["state"] == "FAIL" and row.get("flow_run_id")), None)
+    print(
+        f"error: no trial of sweep {result.name} completed ({states.count('FAIL')} failed, "
+        f"{states.count('PRUNED')} stopped early), so it has no best trial. The trials' logs say why"
+        + (f", e.g. trial {failed['trial']}: {ui}/runs/flow-run/{failed['flow_run_id']}" if failed else "")
+        + f".\nPrefect:    {result.flow_run_url}",
+        file=sys.stderr,
+    )
+    return 1
 
 
 _TAG_VARIABLE = "MLTRAIN_CLI_TAG"  # from `job run --detach` to the `job run` it starts
