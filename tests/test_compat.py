@@ -33,15 +33,24 @@ def test_every_compat_module_is_listed():
 
 
 def _private_uses(path: Path) -> list[str]:
-    """`x._name` attribute reads on Prefect/Optuna objects, and private imports, outside _compat."""
+    """`x._name` attribute reads on Prefect/Optuna/scikit-learn objects, and private imports, outside _compat."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("prefect", "optuna"):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.split(".")[0] in ("prefect", "optuna", "sklearn")
+        ):
             if any(part.startswith("_") for part in node.module.split(".")) or any(
                 a.name.startswith("_") for a in node.names
             ):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}: from {node.module} import ...")
-        if isinstance(node, ast.Attribute) and node.attr in ("_trial_id", "__var__", "_send_heartbeats"):
+        if isinstance(node, ast.Attribute) and node.attr in (
+            "_trial_id",
+            "__var__",
+            "_send_heartbeats",
+            "_validate_params",
+        ):
             found.append(f"{path.relative_to(ROOT)}:{node.lineno}: .{node.attr}")
     return found
 
@@ -50,3 +59,22 @@ def test_private_apis_are_used_only_in_compat():
     files = [p for d in ("prefect_mltrain", "flows", "tasks", "blocks") for p in (ROOT / d).rglob("*.py")]
     uses = [u for p in files if "_compat" not in p.parts for u in _private_uses(p)]
     assert uses == []
+
+
+def test_sklearn_parameter_check_is_scikit_learns_own():
+    """The values scikit-learn would refuse in `fit` are refused before it, with its message."""
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    from prefect_mltrain._compat.sklearn_params import parameter_error
+
+    assert parameter_error(RandomForestClassifier(n_estimators=0)) == (
+        "The 'n_estimators' parameter of RandomForestClassifier must be an int in the range [1, inf). Got 0 instead."
+    )
+    assert parameter_error(LogisticRegression(C=0.5, max_iter=500)) is None
+
+    class Custom:  # declares no rules: nothing to check before `fit`
+        def fit(self, X, y):
+            return self
+
+    assert parameter_error(Custom()) is None

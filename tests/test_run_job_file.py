@@ -152,6 +152,60 @@ def test_cli_rejects_bad_file_before_starting_anything(tmp_path):
     assert out.returncode == 2 and "not valid YAML at line 3, column 1" in out.stderr
 
 
+def _job_file_runs(prefect_client) -> set[str]:
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    runs = prefect_client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["run-job-file"])))
+    return {str(run.id) for run in runs}
+
+
+def test_cli_checks_saved_blocks_before_any_flow_run(job_dir, prefect_client):
+    """With a server up, the compute block a file names is looked up before a flow run is made."""
+    (job_dir / "job.yml").write_text((job_dir / "job.yml").read_text() + "compute: azureml:no-such-cluster\n")
+    before = _job_file_runs(prefect_client)
+    exe = str(Path(sys.executable).with_name("prefect-mltrain"))
+    out = subprocess.run(
+        [exe, "job", "run", str(job_dir / "job.yml"), "--set", "resources.instance_count=0"],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        timeout=300,
+    )
+    assert out.returncode == 2, out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2, out.stderr
+    assert "`compute`: `compute`='no-such-cluster' names no saved DaskCompute block" in errors[0]
+    assert "Fix: save one with `DaskCompute(...).save('no-such-cluster')`" in errors[0]
+    assert "(--set resources.instance_count=0): `resources.instance_count`: `instance_count` must be" in errors[1]
+    assert "Traceback" not in out.stderr + out.stdout
+    assert _job_file_runs(prefect_client) == before  # no flow run was made
+
+
+def test_cli_job_that_fails_says_so_in_one_line_with_its_id(tmp_path, prefect_client):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "job.yml").write_text("command: python -c \"import sys; print('working'); sys.exit(3)\"\ncode: src\n")
+    exe = str(Path(sys.executable).with_name("prefect-mltrain"))
+    out = subprocess.run(
+        [exe, "job", "run", str(tmp_path / "job.yml")], capture_output=True, text=True, env=os.environ, timeout=300
+    )
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr + out.stdout  # Prefect's, once per nested flow run, before
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: The job's command exited with code 3. Last lines of stderr:"], out.stderr[-3000:]
+    job_id = out.stderr.split("\nJob ", 1)[1].split()[0]
+    assert f"Job {job_id} ended Failed. See: prefect-mltrain job show {job_id}" in out.stderr
+    assert f"/runs/flow-run/{job_id}" in out.stderr
+    assert prefect_client.read_flow_run(job_id).state.is_failed()
+    debug = subprocess.run(
+        [exe, "job", "run", str(tmp_path / "job.yml"), "--debug"],
+        capture_output=True,
+        text=True,
+        env=os.environ,
+        timeout=300,
+    )
+    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+
+
 def test_distributed_job_file(tmp_path):
     from tests.test_distributed_job import RENDEZVOUS
 
@@ -312,3 +366,18 @@ def test_an_explicit_name_is_used_once_and_resumed_only_when_asked(tmp_path, uni
     assert resumed.mlflow_parent_run_id == first.mlflow_parent_run_id
     assert sorted(t["trial"] for t in resumed.trials) == sorted(t["trial"] for t in first.trials)  # none run twice
     assert resumed.stop_reason.startswith("nothing left to run")
+
+
+def test_cli_sweep_whose_trials_all_fail_says_so_without_worker_tracebacks(tmp_path):
+    """The trials run in Dask worker processes: their Prefect console log has no traceback either."""
+    path = _small_sweep_file(tmp_path, "failing.yml")
+    (tmp_path / "src" / "train.py").write_text("import sys\nprint('trial fails', flush=True)\nsys.exit(2)\n")
+    exe = str(Path(sys.executable).with_name("prefect-mltrain"))
+    out = subprocess.run([exe, "job", "run", str(path)], capture_output=True, text=True, env=os.environ, timeout=300)
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert "trial fails" in out.stderr + out.stdout  # the trials did run, and their output is shown
+    assert "Traceback" not in out.stderr + out.stdout
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: no trial of sweep failing-"), out.stderr[-3000:]
+    assert "completed (2 failed, 0 stopped early), so it has no best trial" in errors[0]
+    assert "/runs/flow-run/" in errors[0]

@@ -73,3 +73,24 @@ def test_bad_input_is_refused_before_compute(kwargs, message):
     with pytest.raises(ConfigurationError, match=message):
         state.result()
     assert mlflow_runs_of(str(state.state_details.flow_run_id)) == []
+
+
+def test_param_values_are_checked_before_the_cluster_starts():
+    """A scheduler that cannot be reached: the bad values are named before anything connects to it."""
+    from prefect_mltrain.blocks import DaskCompute
+
+    state = train_sklearn(
+        params={"C": -1, "max_iter": -1, "solver": "lbfgs"},
+        compute=DaskCompute(address="tcp://127.0.0.1:9"),
+        return_state=True,
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        state.result()
+    lines = str(caught.value).splitlines()
+    assert lines == [
+        "`params['C']`=-1: The 'C' parameter of LogisticRegression must be a float in the range (0.0, inf]. Got -1 "
+        "instead. Fix: give `C` a value that rule allows, or leave it out for the default (1.0).",
+        "`params['max_iter']`=-1: The 'max_iter' parameter of LogisticRegression must be an int in the range "
+        "[0, inf). Got -1 instead. Fix: give `max_iter` a value that rule allows, or leave it out for the default (100).",
+    ]
+    assert mlflow_runs_of(str(state.state_details.flow_run_id)) == []

@@ -1,4 +1,4 @@
-"""Every use of a private Prefect, Optuna or glibc API, in one place, behind a version guard.
+"""Every use of a private Prefect, Optuna, scikit-learn or glibc API, in one place, behind a version guard.
 
 Nothing here is applied when a module is imported: each patch is installed by an explicit call,
 named below with its reason. `PRIVATE_APIS` lists every private symbol this package touches;
@@ -12,6 +12,7 @@ the symbol, when an upgrade moves it.
 | `prefect_engine` | `TaskRunContext.__var__`, `flow_engine.run_flow`, `POST /flows/` and `/flow_runs/` with client schemas, `PrefectDaskFuture(...)` | a sweep trial runs as a flow run created in one API call under its slot task; DDP ranks are pinned to workers with `Client.submit` | called by the sweep runner and distributed training |
 | `optuna` | `optuna.trial.Trial(study, trial_id)`, `FrozenTrial._trial_id` | a worker continues a trial that another process asked for | called by the sweep runner and study |
 | `prefect_settings` | `prefect.context.refresh_global_settings_context` | a script's flow call that starts the embedded server makes Prefect's settings (all threads) see its URL | `prefect_mltrain.flows` when a flow is called with no API configured |
+| `sklearn_params` | `sklearn.base.BaseEstimator._validate_params` (called) | an estimator's parameter values are checked by scikit-learn's own rules before any compute starts, not when `fit` runs on a worker | `estimators.sklearn.make_estimator` |
 | `glibc` | `mallopt` through ctypes | tensor buffers stay on the heap while training in a Dask worker (Dask's trim settings cost 10-20% throughput) | `training_malloc()` around a training loop |
 """
 
@@ -50,6 +51,7 @@ PRIVATE_APIS = (
     PrivateApi("prefect_dask.task_runners:PrefectDaskFuture", "prefect_engine"),
     PrivateApi("optuna.trial:Trial", "optuna"),
     PrivateApi("prefect.context:refresh_global_settings_context", "prefect_settings"),
+    PrivateApi("sklearn.base:BaseEstimator._validate_params", "sklearn_params"),
 )
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 
 from prefect_mltrain.cli.common import connect
 from prefect_mltrain.cli.jobs import _job_cancel, _job_download, _job_list, _job_run, _job_show, _job_stream
 from prefect_mltrain.cli.models import _model
+from prefect_mltrain.errors import MltrainError
+from prefect_mltrain.jobs.jobfile import JobFileError
 from prefect_mltrain.server.mlflow_server import ensure_mlflow_server, running_mlflow_server, stop_mlflow_server
 from prefect_mltrain.server.stack import ensure_server, is_healthy, stop_local_server, use_server
 from prefect_mltrain.settings import MltrainSettings
@@ -92,9 +95,13 @@ def _env(args: argparse.Namespace) -> int:
     return 0
 
 
+_DEBUG_HELP = "Print tracebacks: of an error here, and of failing flow runs in their logs."
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `prefect-mltrain`."""
     parser = argparse.ArgumentParser(prog="prefect-mltrain", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="Train a scikit-learn model on iris end to end and register it.")
     demo.add_argument("--estimator", default="sklearn.linear_model.LogisticRegression")
@@ -122,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="Continue the sweep that the file's `name:` names (a sweep job file starts a new sweep otherwise).",
     )
+    # SUPPRESS: without it, the subcommand's default would undo `prefect-mltrain --debug job run`.
+    run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
     run.set_defaults(func=_job_run)
     download = job_sub.add_parser("download", help="Download a run's artifacts (default: outputs).")
     download.add_argument("run_id")
@@ -157,17 +166,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `prefect-mltrain`."""
+    """Entry point of `prefect-mltrain`.
+
+    Errors in what the user gave (prefect-mltrain's own errors) print as `error: ...` lines on
+    stderr, one per problem, and exit 2; anything else prints one line too. Tracebacks are
+    printed only with `--debug`.
+    """
     args = build_parser().parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
     try:
         return int(args.func(args))
-    except Exception as exc:  # a clean one-line error for users; tracebacks stay in the flow logs
-        from prefect_mltrain.errors import MltrainError
+    except MltrainError as exc:
+        if debug:
+            traceback.print_exc()
+        _print_error(exc)
+        return 2
+    except Exception as exc:
+        if debug:
+            raise
+        print(
+            f"error: {type(exc).__name__}: {exc}\n(unexpected: rerun with --debug for the traceback, and report it)",
+            file=sys.stderr,
+        )
+        return 1
 
-        if isinstance(exc, MltrainError):
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        raise
+
+def _print_error(exc: MltrainError) -> None:
+    if isinstance(exc, JobFileError):
+        for line in exc.lines():
+            print(f"error: {line}", file=sys.stderr)
+        count = len(exc.problems)
+        print(
+            f"{count} problem{'s' if count > 1 else ''} in {exc.shown_path}; no job was started.",
+            file=sys.stderr,
+        )
+        return
+    print(f"error: {exc}", file=sys.stderr)
 
 
 if __name__ == "__main__":

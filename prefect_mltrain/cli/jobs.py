@@ -14,43 +14,31 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from prefect_mltrain.cli.common import connect
+from prefect_mltrain.cli.common import block_loader, connect
+from prefect_mltrain.cli.logs import console_without_tracebacks
+from prefect_mltrain.errors import MltrainError
 from prefect_mltrain.jobs.records import mlflow_run_of
 from prefect_mltrain.settings import MltrainSettings
 
 
 def _job_run(args: argparse.Namespace) -> int:
-    from prefect_mltrain.jobs.jobfile import load_job_file
+    if not _debug(args):
+        console_without_tracebacks()  # before Prefect is imported, for this process and its workers
+    from prefect_mltrain.flows.run_job_file import check_job_file  # imports Prefect; starts nothing
 
-    load_job_file(args.file, args.set)  # a bad file fails here, before any server or compute starts
+    # The whole file is checked before any server, flow run or environment starts: every
+    # problem is raised at once (JobFileError), and `main` prints one `error:` line for each.
+    load_block = block_loader()
+    check_job_file(args.file, args.set, args.resume, load_block)
     if args.detach:
-        log = MltrainSettings().home_dir / "detached" / f"{Path(args.file).stem}-{int(time.time())}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "prefect_mltrain.cli", "job", "run", args.file]
-        for item in args.set:
-            argv += ["--set", item]
-        if args.resume:
-            argv.append("--resume")
-        connect()
-        tag = _new_tag()
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env={**os.environ, _TAG_VARIABLE: tag},
-            )
-        job_id = _first_flow_run(tag, proc)
-        print(
-            f"Submitted: job {job_id or '(not started yet)'} (pid {proc.pid}); its output goes to {log}.\n"
-            f"Follow it: prefect-mltrain job stream {job_id or '<id>'}   Cancel it: prefect-mltrain job cancel "
-            f"{job_id or '<id>'}"
-        )
-        return 0
+        return _detach(args)
     connect()
+    if load_block is None:  # the saved blocks it names, now that the server runs; still before any run
+        from prefect_mltrain.blocks._load import resolve_block
+
+        check_job_file(args.file, args.set, args.resume, resolve_block)
     from prefect_mltrain.flows import use_fast_heartbeats
     from prefect_mltrain.flows.run_job_file import run_job_file
     from prefect_mltrain.flows.sweep import SweepResult
@@ -62,9 +50,14 @@ def _job_run(args: argparse.Namespace) -> int:
 
         try:
             with tags(tag):
-                result = run_job_file(args.file, args.set, resume=args.resume)
+                state = run_job_file(args.file, args.set, resume=args.resume, return_state=True)
         except KeyboardInterrupt:
             return _cancelled(tag)
+    if not state.is_completed():
+        return _failed(state, _debug(args))
+    result = state.result()
+    if isinstance(result, SweepResult) and result.best_trial is None and result.trials:
+        return _no_trial_completed(result)
     if isinstance(result, SweepResult):
         print(
             f"\nSweep {result.name}: best trial {result.best_trial}, {result.best_value} with {result.best_params}\n"
@@ -75,6 +68,87 @@ def _job_run(args: argparse.Namespace) -> int:
             f"\nMLflow run: {result.mlflow_run_id}\nOutputs:    {result.outputs_dir}\nPrefect:    {result.flow_run_url}"
         )
     return 0
+
+
+def _debug(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "debug", False))
+
+
+def _detach(args: argparse.Namespace) -> int:
+    """`job run --detach`: the same command in the background, its output to a log file."""
+    log = MltrainSettings().home_dir / "detached" / f"{Path(args.file).stem}-{int(time.time())}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "prefect_mltrain.cli", "job", "run", args.file]
+    for item in args.set:
+        argv += ["--set", item]
+    if args.resume:
+        argv.append("--resume")
+    if _debug(args):
+        argv.append("--debug")
+    connect()
+    tag = _new_tag()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, _TAG_VARIABLE: tag},
+        )
+    job_id = _first_flow_run(tag, proc)
+    print(
+        f"Submitted: job {job_id or '(not started yet)'} (pid {proc.pid}); its output goes to {log}.\n"
+        f"Follow it: prefect-mltrain job stream {job_id or '<id>'}   Cancel it: prefect-mltrain job cancel "
+        f"{job_id or '<id>'}"
+    )
+    return 0
+
+
+def _failed(state: Any, debug: bool) -> int:
+    """A job that started and then failed: one `error:` line, and where to look; exit 1 (2 for bad input)."""
+    import traceback
+
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    from prefect_mltrain.errors import ConfigurationError
+
+    try:
+        error = state.result(raise_on_failure=False)
+    except Exception as exc:  # noqa: BLE001 - a state whose result was not kept: say what is known
+        error = exc
+    job_id = state.state_details.flow_run_id
+    ui = PREFECT_UI_URL.value() or (PREFECT_API_URL.value() or "").removesuffix("/api")
+    if debug and isinstance(error, BaseException):
+        traceback.print_exception(error)
+    if isinstance(error, BaseException):
+        text = str(error) if isinstance(error, MltrainError) else f"{type(error).__name__}: {error}"
+    else:
+        text = state.message or state.name
+    print(
+        f"error: {text}\n"
+        f"Job {job_id} ended {state.name}. See: prefect-mltrain job show {job_id}\n"
+        f"Prefect:    {ui}/runs/flow-run/{job_id}",
+        file=sys.stderr,
+    )
+    return 2 if isinstance(error, ConfigurationError) else 1
+
+
+def _no_trial_completed(result: Any) -> int:
+    """A sweep whose every trial failed (or stopped early): one `error:` line and where to look; exit 1."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value() or (PREFECT_API_URL.value() or "").removesuffix("/api")
+    states = [row["state"] for row in result.trials]
+    failed = next((row for row in result.trials if row["state"] == "FAIL" and row.get("flow_run_id")), None)
+    print(
+        f"error: no trial of sweep {result.name} completed ({states.count('FAIL')} failed, "
+        f"{states.count('PRUNED')} stopped early), so it has no best trial. The trials' logs say why"
+        + (f", e.g. trial {failed['trial']}: {ui}/runs/flow-run/{failed['flow_run_id']}" if failed else "")
+        + f".\nPrefect:    {result.flow_run_url}",
+        file=sys.stderr,
+    )
+    return 1
 
 
 _TAG_VARIABLE = "MLTRAIN_CLI_TAG"  # from `job run --detach` to the `job run` it starts

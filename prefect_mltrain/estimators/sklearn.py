@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prefect_mltrain._compat.sklearn_params import parameter_error
 from prefect_mltrain.errors import ConfigurationError
 from prefect_mltrain.system.imports import import_from_path
 
@@ -61,7 +63,8 @@ def make_estimator(estimator: str, params: dict[str, Any] | None = None) -> Any:
     """Instantiate the scikit-learn estimator at import path `estimator` with `params`.
 
     Raises:
-        ConfigurationError: The path does not import, is no estimator, or a param is unknown.
+        ConfigurationError: The path does not import, is no estimator, a param is unknown, or
+            a param's value breaks scikit-learn's rules for it (`check_param_values`).
     """
     class_name = estimator.rpartition(".")[2]
     try:
@@ -80,7 +83,56 @@ def make_estimator(estimator: str, params: dict[str, Any] | None = None) -> Any:
         raise ConfigurationError(
             f"`params` has {unknown}, which {class_name} does not take. Valid: {sorted(model.get_params())}."
         )
+    check_param_values(cls, params)
     return model.set_params(**params)
+
+
+def check_param_values(cls: type[Any], params: dict[str, Any]) -> None:
+    """Check each value in `params` by scikit-learn's own rules for `cls`, before anything is fitted.
+
+    Each parameter is checked on its own (the rest at their defaults), so every bad value is
+    named, not only the first. Values of nested parameters (`estimator__C`) and estimators
+    that declare no rules are left to `fit`.
+
+    Raises:
+        ConfigurationError: One line per bad value: the parameter, the value, the rule
+            scikit-learn states, and the fix.
+
+    >>> from sklearn.svm import SVC
+    >>> check_param_values(SVC, {"C": 0.5, "kernel": "linear"})
+    >>> check_param_values(SVC, {"C": 0, "kernel": "linr"})
+    Traceback (most recent call last):
+    ...
+    prefect_mltrain.errors.ConfigurationError: `params['C']`=0: The 'C' parameter of SVC must be a float in the range (0.0, inf]. Got 0 instead. Fix: give `C` a value that rule allows, or leave it out for the default (1.0).
+    `params['kernel']`='linr': The 'kernel' parameter of SVC must be a str among {...} or a callable. Got 'linr' instead. Fix: give `kernel` a value that rule allows, or leave it out for the default ('rbf').
+    """
+    defaults = cls().get_params(deep=False)
+    problems = [
+        f"`params[{name!r}]`={value!r}: {message} Fix: give `{name}` a value that rule allows, or leave "
+        f"it out for the default ({defaults.get(name)!r})."
+        for name, value, message in param_value_errors(cls, params.items())
+    ]
+    if problems:
+        raise ConfigurationError("\n".join(problems))
+
+
+def param_value_errors(cls: type[Any], values: Iterable[tuple[str, Any]]) -> list[tuple[str, Any, str]]:
+    """`(parameter, value, scikit-learn's message)` for each value its rules for `cls` refuse.
+
+    Each value is tried on its own, the other parameters at their defaults; nested parameters
+    (`estimator__C`) are skipped.
+
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> [(n, v) for n, v, _ in param_value_errors(LogisticRegression, [("C", 1.0), ("C", -2), ("max_iter", 100)])]
+    [('C', -2)]
+    """
+    found = []
+    for name, value in values:
+        if "__" not in name:
+            message = parameter_error(cls().set_params(**{name: value}))
+            if message:
+                found.append((name, value, message))
+    return found
 
 
 def score(model: Any, X: Any, y: Any) -> dict[str, float]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from prefect_mltrain.errors import ConfigurationError
-from prefect_mltrain.sweep.space import SearchSpace
+from prefect_mltrain.sweep.space import Choice, SearchSpace
 from prefect_mltrain.sweep.trial_base import TrialContext, TrialSpec
 from prefect_mltrain.tracking.client import mlflow_client
 from prefect_mltrain.tracking.models import save_sklearn_model
@@ -35,14 +35,29 @@ class SklearnTrial(TrialSpec):
         return "model" if self.log_model else None
 
     def check(self, space: SearchSpace) -> None:
-        from prefect_mltrain.estimators.sklearn import BUNDLED_DATASETS, load_dataset, make_estimator
+        from prefect_mltrain.estimators.sklearn import (
+            BUNDLED_DATASETS,
+            load_dataset,
+            make_estimator,
+            param_value_errors,
+        )
 
-        model = make_estimator(self.estimator, self.params)
+        model = make_estimator(self.estimator, self.params)  # the fixed params' values checked too
         unknown = sorted(set(space) - set(model.get_params()))
         if unknown:
             raise ConfigurationError(
                 f"`search_space` has {unknown}, which {self.estimator} does not take. Valid: "
                 f"{sorted(model.get_params())}."
+            )
+        # Every value a choice offers, by scikit-learn's rules, before any trial draws it.
+        offered = [(n, v) for n, d in space.distributions.items() if isinstance(d, Choice) for v in d.values]
+        refused = param_value_errors(type(model), offered)
+        if refused:
+            raise ConfigurationError(
+                "\n".join(
+                    f"`search_space[{name!r}]` offers {value!r}: {message} Fix: drop {value!r} from its `values`."
+                    for name, value, message in refused
+                )
             )
         if not 0 < self.test_size < 1:
             raise ConfigurationError(f"`test_size` must lie in (0, 1), but got test_size={self.test_size!r}.")
