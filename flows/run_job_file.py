@@ -8,6 +8,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from prefect_mltrain.flows._embedded import flow
 from prefect_mltrain.flows.sweep import SweepResult, check_sweep, study_path, sweep
 from prefect_mltrain.flows.train_job import JobResult, _check_job, train_job
 from prefect_mltrain.jobs.jobfile import Findings, JobFile, read_job_file, render_command
+from prefect_mltrain.jobs.snapshot import list_source_files
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.sweep.config import Limits
 from prefect_mltrain.sweep.plan import plan_sweep
@@ -44,32 +46,83 @@ def job_environment(job: JobFile) -> TrainingEnvironment | str | None:
     return TrainingEnvironment(**fields)
 
 
+@dataclass(frozen=True)
+class _Staged:
+    """Where the job's command runs from and the paths it sees for its file inputs."""
+
+    code: str
+    inputs: dict[str, str]
+
+
+#: Where inputs that travel with the snapshot sit, relative to the job's working folder.
+TRAVELLING_INPUTS = ".mltrain-inputs"
+
+
 @contextmanager
-def _staged_inputs(job: JobFile) -> Iterator[dict[str, str]]:
+def _staged_inputs(job: JobFile) -> Iterator[_Staged]:
     """Paths the command sees for file inputs: the original (mount) or a private copy (download).
 
     The copies are the job's scratch, as on an Azure ML compute's disk: their folder
     (`<runs>/inputs/<flow run id>`) is removed when the job ends, whether it succeeded or not.
+    On a compute whose workers run on other machines (`DaskCompute.runs_on_this_machine()` is
+    False) no path of this machine reaches the command: the inputs travel with the source
+    snapshot instead (`_travelling`), whatever their mode.
     """
-    staged: dict[str, str] = {}
     copies = MltrainSettings().runs_dir / "inputs" / (flow_run_info()["id"] or uuid.uuid4().hex)
     try:
-        for name, item in job.inputs.items():
-            if item.path is None:
-                continue
+        with_path = {name: item for name, item in job.inputs.items() if item.path is not None}
+        if with_path and not _runs_on_this_machine(job.compute):
+            yield _travelling(job, with_path, copies)
+            return
+        staged: dict[str, str] = {}
+        for name, item in with_path.items():
+            assert item.path is not None
             if item.mode == "download":
-                target = copies / name / Path(item.path).name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                if Path(item.path).is_dir():
-                    shutil.copytree(item.path, target)
-                else:
-                    shutil.copy2(item.path, target)
-                staged[name] = str(target)
+                staged[name] = str(_copy(Path(item.path), copies / name / Path(item.path).name))
             else:
                 staged[name] = item.path
-        yield staged
+        yield _Staged(str(job.code), staged)
     finally:
         shutil.rmtree(copies, ignore_errors=True)
+
+
+def _runs_on_this_machine(compute: str | None) -> bool:
+    return compute is None or resolve_block(compute, DaskCompute, "compute").runs_on_this_machine()
+
+
+def _copy(source: Path, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        shutil.copy2(source, target)
+    return target
+
+
+def _travelling(job: JobFile, inputs: dict[str, Any], copies: Path) -> _Staged:
+    """The job's code (the files its snapshot takes) and its inputs under `.mltrain-inputs/`, in one folder.
+
+    The folder becomes the job's source directory, so the inputs reach workers on other machines
+    with the code (content-addressed, downloaded once per worker) and the command reads them by a
+    path relative to its working folder. Ignore files were applied while copying the code: the
+    copy's own `.amlignore` is empty, so that a `*.csv` in the user's `.gitignore` cannot drop an input.
+    """
+    code = copies / "code"
+    for file, _ in list_source_files(job.code):
+        _copy(job.code / file, code / file)
+    (code / ".amlignore").write_text("# the files of the job's code, already filtered, and its inputs\n")
+    staged: dict[str, str] = {}
+    for name, item in inputs.items():
+        rel = Path(TRAVELLING_INPUTS) / name / Path(item.path).name
+        _copy(Path(item.path), code / rel)
+        staged[name] = str(rel)
+    get_run_logger().info(
+        "The job's compute runs on other machines: its inputs %s travel with its source snapshot "
+        "(as mode `download`) and the command reads them under %s/.",
+        ", ".join(inputs),
+        TRAVELLING_INPUTS,
+    )
+    return _Staged(str(code), staged)
 
 
 # Azure ML's `limits` keys that `Limits` spells differently.
@@ -106,11 +159,11 @@ def sweep_name(job: JobFile, resume: bool) -> str:
     return job.name
 
 
-def _run_sweep(job: JobFile, command: str, resume: bool = False) -> SweepResult:
+def _run_sweep(job: JobFile, command: str, resume: bool = False, code: str | None = None) -> SweepResult:
     """A `type: sweep` job file as a `sweep` whose trials run the (rendered) trial command."""
     spec = job.sweep or {}
     return sweep(
-        trial=_trial(job, command, job_environment(job)),
+        trial=_trial(job, command, job_environment(job), code),
         search_space=spec.get("search_space") or {},
         objective=spec.get("objective"),
         sampling_algorithm=spec.get("sampling_algorithm") or "random",
@@ -334,9 +387,10 @@ def _limits(spec: dict[str, Any]) -> dict[str, Any]:
     return {_LIMIT_NAMES.get(k, k): v for k, v in (spec.get("limits") or {}).items()}
 
 
-def _trial(job: JobFile, command: str, environment: Any) -> dict[str, Any]:
-    """A sweep job file's trial as the `sweep` flow takes it: a command trial."""
-    return {"type": "command", "command": command, "source_directory": str(job.code), "environment": environment}
+def _trial(job: JobFile, command: str, environment: Any, code: str | None = None) -> dict[str, Any]:
+    """A sweep job file's trial as the `sweep` flow takes it: a command trial (run from `code`, the job's by default)."""
+    source = code or str(job.code)
+    return {"type": "command", "command": command, "source_directory": source, "environment": environment}
 
 
 @flow(name="run-job-file")
@@ -365,10 +419,10 @@ def run_job_file(path: str, overrides: list[str] | None = None, resume: bool = F
     """
     job = check_job_file(path, overrides, resume)
     outputs = {name: f"outputs/{name}" for name in job.outputs}
-    with _staged_inputs(job) as inputs:
-        command = render_command(job, inputs, outputs)
+    with _staged_inputs(job) as staged:
+        command = render_command(job, staged.inputs, outputs)
         if job.type == "sweep":
-            return _run_sweep(job, command, resume)
+            return _run_sweep(job, command, resume, staged.code)
         if outputs:  # Azure ML creates output folders before the command starts
             command = f"mkdir -p {' '.join(shlex.quote(p) for p in outputs.values())} && {command}"
         get_run_logger().info("Job file %s: %s", job.path.name, command)
@@ -379,7 +433,7 @@ def run_job_file(path: str, overrides: list[str] | None = None, resume: bool = F
             tags["mlflow.note.content"] = job.description  # the MLflow UI shows it as the run's description
         return train_job(
             command=command,
-            source_directory=str(job.code),
+            source_directory=staged.code,
             environment=job_environment(job),
             compute=job.compute,
             experiment_name=job.experiment_name,

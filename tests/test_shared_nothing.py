@@ -189,3 +189,54 @@ def test_a_two_rank_pytorch_job_meets_across_workers_that_share_nothing(elsewher
         assert "rendezvous complete [1]" in rank0.read_text()
     # One rank per worker: each worker unpacked the snapshot in its own home.
     assert all((home / "runs" / result.flow_run_url.rsplit("/", 1)[-1] / "snapshot").is_dir() for home in homes)
+
+
+JOB_FILE = textwrap.dedent("""
+    $schema: https://azuremlschemas.azureedge.net/latest/commandJob.schema.json
+    code: src
+    command: python count.py --data ${{inputs.table}} --folder ${{inputs.folder}}
+    inputs:
+      table:
+        type: uri_file
+        path: ../data/table.csv
+      folder:
+        type: uri_folder
+        path: ../data/more
+    outputs:
+      counts:
+        type: uri_folder
+    compute: azureml:COMPUTE
+""")
+
+COUNT = textwrap.dedent("""
+    import argparse, pathlib
+    parser = argparse.ArgumentParser(); parser.add_argument("--data"); parser.add_argument("--folder")
+    args = parser.parse_args()
+    rows = len(pathlib.Path(args.data).read_text().splitlines())
+    files = sorted(p.name for p in pathlib.Path(args.folder).iterdir())
+    pathlib.Path("outputs/counts/counts.txt").write_text(f"{rows} {files}")
+""")
+
+
+def test_a_job_files_local_inputs_travel_to_a_worker_that_sees_none_of_them(
+    elsewhere, project_home, unique_name, tmp_path
+):
+    """Azure's `uri_file`/`uri_folder` inputs on the flow's disk reach a worker on another machine."""
+    from prefect_mltrain.flows import run_job_file
+
+    address, sources, homes = elsewhere
+    job = sources / "inputs-job"
+    (job / "src").mkdir(parents=True)
+    (job / "src" / "count.py").write_text(COUNT)
+    (job / "src" / ".gitignore").write_text("*.csv\n")  # the user's ignore file must not drop an input
+    (job / "data" / "more").mkdir(parents=True)
+    (job / "data" / "table.csv").write_text("a,b\n1,2\n3,4\n")
+    (job / "data" / "more" / "x.txt").write_text("x")
+    DaskCompute(address=address).save(unique_name)
+    (job / "job.yml").write_text(JOB_FILE.replace("COMPUTE", unique_name))
+    result = run_job_file(str(job / "job.yml"))
+    client = MlflowTracking().client()
+    counts = client.download_artifacts(result.mlflow_run_id, "outputs/counts/counts.txt", str(tmp_path))
+    assert Path(counts).read_text() == "3 ['x.txt']"
+    # The copy that travelled is gone from the flow's side once the job ended.
+    assert not (project_home / "runs" / "inputs").exists() or not any((project_home / "runs" / "inputs").iterdir())
