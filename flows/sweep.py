@@ -144,6 +144,7 @@ def check_sweep(
     return plan
 
 
+# long: its docstring is the user-facing parameter documentation; the code is about 50 lines
 @flow(name="sweep")
 def sweep(
     trial: Any,

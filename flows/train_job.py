@@ -16,7 +16,7 @@ from prefect.logging import get_run_logger
 from prefect_mltrain.blocks._load import resolve_block
 from prefect_mltrain.blocks.compute import DaskCompute
 from prefect_mltrain.blocks.environment import TrainingEnvironment
-from prefect_mltrain.blocks.model import check_model_name
+from prefect_mltrain.blocks.model import RegisteredModel, check_model_name
 from prefect_mltrain.blocks.tracking import MlflowTracking
 from prefect_mltrain.errors import ConfigurationError, JobFailedError, ModelRegistrationError
 from prefect_mltrain.flows._embedded import flow
@@ -52,6 +52,7 @@ def _check_job(
     source_directory: str,
     model_path: str | None,
     model_name: str | None,
+    timeout_seconds: float | None = None,
 ) -> Path:
     """Validate the job's shape before any compute starts; return the source directory."""
     if (script is None) == (command is None):
@@ -92,6 +93,11 @@ def _check_job(
                 f"`model_path`={model_path!r} must lie under ./outputs (only outputs are kept as "
                 f"run artifacts). Fix: save the model as e.g. 'outputs/model.joblib'."
             )
+    if timeout_seconds is not None and (isinstance(timeout_seconds, bool) or not timeout_seconds > 0):
+        raise ConfigurationError(
+            f"`timeout_seconds`={timeout_seconds!r} must be a positive number of seconds. Fix: e.g. "
+            f"3600, or none for no limit."
+        )
     return source
 
 
@@ -155,6 +161,78 @@ def _wait(futures: dict[Any, int], stop: JobStop) -> ProcessOutcome:
     return outcomes[0]
 
 
+def _run_ranks(
+    runner: Any,
+    stop: JobStop,
+    pending: PendingRun,
+    tracker: MlflowTracking,
+    process: JobProcess,
+    kind: str,
+    instance_count: int,
+    per_instance: int,
+) -> tuple[str, str, ProcessOutcome]:
+    """Start every rank, then the MLflow run (where the job did not wait for it), link the run
+    and wait for the ranks.
+
+    Returns:
+        The MLflow run id, its experiment id and rank 0's outcome.
+    """
+    stop.attach(runner.client)
+    try:
+        ranks = _submit(runner, _slots(runner, kind, instance_count, per_instance), kind, per_instance, process)
+        pending.start()
+        try:
+            run_id = pending.run_id.result()
+        except Exception:
+            for future in ranks:  # killed through the stop variable; the run's error is the cause
+                future.wait()
+            raise
+        experiment_id = pending.experiment_id.result()
+        url = tracker.run_url(experiment_id, run_id)
+        publish_run_links(
+            url, run_id, tracker.ui_command(), {"MLflow run": run_id, "Snapshot": process.snapshot.fingerprint[:16]}
+        )
+        get_run_logger().info("MLflow run %s: %s", run_id, url)
+        return run_id, experiment_id, _wait(ranks, stop)
+    finally:
+        stop.close()
+
+
+def _result(client: Any, flow_run_url: str, run_id: str, experiment_id: str, lead: ProcessOutcome) -> JobResult:
+    """The job's result from rank 0's outcome and the run's final metrics (no model yet)."""
+    return JobResult(
+        mlflow_run_id=run_id,
+        experiment_id=experiment_id,
+        flow_run_url=flow_run_url,
+        run_dir=str(Path(lead.workdir).parent),
+        outputs_dir=str(Path(lead.workdir) / "outputs"),
+        metrics=dict(client.get_run(run_id).data.metrics),
+    )
+
+
+def _register(
+    tracker: MlflowTracking,
+    client: Any,
+    result: JobResult,
+    model_name: str,
+    model_path: str,
+    lead: ProcessOutcome,
+    flow_run_id: str | None,
+    data_fingerprint: str,
+) -> RegisteredModel:
+    """Register the model that rank 0 left at `model_path` as `model_name`; return its block."""
+    return register_model(
+        tracker,
+        model_name,
+        result.mlflow_run_id,
+        model_path,
+        _model_framework(client, result.mlflow_run_id, model_path, lead.outputs),
+        flow_run_id=flow_run_id,
+        environment_hash=lead.environment_hash,
+        data_fingerprint=data_fingerprint,
+    )
+
+
 def _model_framework(client: Any, run_id: str, model_path: str, outputs: list[str]) -> str:
     """The framework of the model the job left at `model_path`, read from the run's artifacts.
 
@@ -186,6 +264,7 @@ def _publish_snapshot(client: Any, run_id: str, snap: SnapshotRef) -> SnapshotRe
     return replace(snap, artifact_uri=f"runs:/{run_id}/snapshot/{snap.fingerprint}.tar.gz")
 
 
+# long: its docstring is the user-facing parameter documentation; the code is under 80 lines
 @flow(name="train-job")
 def train_job(
     script: str | None = None,
@@ -244,12 +323,7 @@ def train_job(
         The MLflow run id, run folders, final metrics and the registered model's block name.
     """
     logger = get_run_logger()
-    source = _check_job(script, command, source_directory, model_path, model_name)
-    if timeout_seconds is not None and (isinstance(timeout_seconds, bool) or not timeout_seconds > 0):
-        raise ConfigurationError(
-            f"`timeout_seconds`={timeout_seconds!r} must be a positive number of seconds. Fix: e.g. "
-            f"3600, or none for no limit."
-        )
+    source = _check_job(script, command, source_directory, model_path, model_name, timeout_seconds)
     kind, per_instance = check_distribution(distribution, instance_count)
     env = resolve_block(environment, TrainingEnvironment, "environment").portable()
     env.spec()  # a spec that does not parse fails here, before any compute starts
@@ -298,44 +372,14 @@ def train_job(
             stop_variable=stop.name,
         )
         with target.task_runner() as runner:
-            stop.attach(runner.client)
-            try:
-                ranks = _submit(runner, _slots(runner, kind, instance_count, per_instance), kind, per_instance, process)
-                pending.start()
-                try:
-                    run_id = pending.run_id.result()
-                except Exception:
-                    for future in ranks:  # killed through the stop variable; the run's error is the cause
-                        future.wait()
-                    raise
-                experiment_id = pending.experiment_id.result()
-                url = tracker.run_url(experiment_id, run_id)
-                publish_run_links(
-                    url, run_id, tracker.ui_command(), {"MLflow run": run_id, "Snapshot": snap.fingerprint[:16]}
-                )
-                logger.info("MLflow run %s: %s", run_id, url)
-                lead = _wait(ranks, stop)
-            finally:
-                stop.close()
+            run_id, experiment_id, lead = _run_ranks(
+                runner, stop, pending, tracker, process, kind, instance_count, per_instance
+            )
         client = tracker.client()
-        result = JobResult(
-            mlflow_run_id=run_id,
-            experiment_id=experiment_id,
-            flow_run_url=info["url"],
-            run_dir=str(Path(lead.workdir).parent),
-            outputs_dir=str(Path(lead.workdir) / "outputs"),
-            metrics=dict(client.get_run(run_id).data.metrics),
-        )
+        result = _result(client, info["url"], run_id, experiment_id, lead)
         if model_name and model_path:
-            entry = register_model(
-                tracker,
-                model_name,
-                run_id,
-                model_path,
-                _model_framework(client, run_id, model_path, lead.outputs),
-                flow_run_id=info["id"] or None,
-                environment_hash=lead.environment_hash,
-                data_fingerprint=snap.fingerprint,
+            entry = _register(
+                tracker, client, result, model_name, model_path, lead, info["id"] or None, snap.fingerprint
             )
             result.model_block, result.model_version = entry.document_name, entry.version
     return result

@@ -32,6 +32,23 @@ def _trusted_types(model: Any) -> list[str]:
     return list(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
 
 
+def _log_fit(client: Any, run_id: str, params: dict[str, Any], fitted: dict[str, Any]) -> None:
+    """Log the fit's parameters, test metrics and model (`model/`, skops-loadable) to the run."""
+    for key, value in params.items():
+        client.log_param(run_id, key, value)
+    for key, value in fitted["metrics"].items():
+        client.log_metric(run_id, key, value)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_sklearn_model(
+            fitted["model"],
+            Path(tmp) / "model",
+            input_example=fitted["input_example"],
+            skops_trusted_types=_trusted_types(fitted["model"]),
+        )
+        client.log_artifacts(run_id, str(Path(tmp) / "model"), "model")
+
+
+# long: its docstring is the user-facing parameter documentation; the code is under 80 lines
 @flow(name="train-sklearn")
 def train_sklearn(
     estimator: str = "sklearn.linear_model.LogisticRegression",
@@ -102,24 +119,8 @@ def train_sklearn(
     }
     with tracker.start_run(experiment_id, run_name=display_name or info["name"] or None, tags=tags) as run:
         run_id = run.info.run_id
-        for key, value in {
-            **params,
-            "estimator": estimator,
-            "dataset": dataset,
-            "test_size": test_size,
-            "random_state": random_state,
-        }.items():
-            client.log_param(run_id, key, value)
-        for key, value in fitted["metrics"].items():
-            client.log_metric(run_id, key, value)
-        with tempfile.TemporaryDirectory() as tmp:
-            save_sklearn_model(
-                fitted["model"],
-                Path(tmp) / "model",
-                input_example=fitted["input_example"],
-                skops_trusted_types=_trusted_types(fitted["model"]),
-            )
-            client.log_artifacts(run_id, str(Path(tmp) / "model"), "model")
+        logged = dict(params, estimator=estimator, dataset=dataset, test_size=test_size, random_state=random_state)
+        _log_fit(client, run_id, logged, fitted)
         url = tracker.run_url(experiment_id, run_id)
         publish_run_links(
             url,

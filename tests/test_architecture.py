@@ -9,6 +9,7 @@ everything and import nothing of the package.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,61 @@ def test_imports_point_down_only():
 def test_the_contract_sees_every_package():
     components = {_component(m) for m in _modules()} - {None}
     assert components == set(LAYER_OF), components ^ set(LAYER_OF)
+
+
+# ARCHITECTURE.md matches the tree: every module it names exists, and every module of the package
+# is named there (`__init__.py` and `__main__.py` need not be).
+DOC = ROOT / "ARCHITECTURE.md"
+
+
+def _tree() -> dict[str, Path]:
+    """Every module by the path the document names it with: `jobs/snapshot.py`, `flows/sweep.py`, `errors.py`."""
+    return {p.relative_to(ROOT).as_posix().removeprefix("prefect_mltrain/"): p for p in _modules().values()}
+
+
+def _named_paths(text: str, packages: set[str]) -> set[str]:
+    """The `.py` paths the document names, as `_tree` keys: each table row's modules under its
+    package (`| ... | `jobs/` | `snapshot.py` ... |`; a path of another package, `blocks/compute.py`,
+    as written), and every path with a package folder written out elsewhere (`flows/train_job.py`)."""
+    named = set()
+    for line in text.splitlines():
+        cells = line.split("|")
+        row = re.fullmatch(r"\s*`([\w/]+)/`\s*", cells[2]) if line.startswith("|") and len(cells) > 4 else None
+        if row:
+            folder = row.group(1).removeprefix("prefect_mltrain").strip("/")
+            for module in re.findall(r"`([\w/]+\.py)`", cells[3]):
+                inside = f"{folder}/{module}".lstrip("/")
+                named.add(inside if folder and module.split("/")[0] not in packages else module)
+        elif not line.startswith("|"):
+            named.update(
+                m for m in re.findall(r"`(?:prefect_mltrain/)?([\w/]+/\w+\.py)`", line) if m.split("/")[0] in packages
+            )
+    return named
+
+
+def _dotted(text: str, packages: set[str]) -> list[list[str]]:
+    """Dotted names that start with a package: `jobs.snapshot`, `sweep.plan.plan_sweep`, `tasks.run_command`."""
+    found = re.findall(r"`(?:prefect_mltrain\.)?([a-z_]+(?:\.[A-Za-z_]+)+)", text)
+    return [d.split(".") for d in found if d.split(".")[0] in packages and not d.endswith(".py")]
+
+
+def test_architecture_names_only_modules_that_exist():
+    text, tree = DOC.read_text(), _tree()
+    packages = {key.split("/")[0] for key in tree if "/" in key}
+    missing = sorted(p for p in _named_paths(text, packages) if p not in tree)
+    for parts in _dotted(text, packages):
+        package, name = parts[0], parts[1]
+        init = tree[f"{package}/__init__.py"].read_text()
+        if f"{package}/{name}.py" not in tree and f"{package}/{name}/__init__.py" not in tree and name not in init:
+            missing.append(".".join(parts))
+    assert not missing, f"ARCHITECTURE.md names modules that do not exist: {missing}"
+
+
+def test_architecture_names_every_module():
+    text, tree = DOC.read_text(), _tree()
+    packages = {key.split("/")[0] for key in tree if "/" in key}
+    named = _named_paths(text, packages)
+    for parts in _dotted(text, packages):  # the longest prefix that is a module
+        named.update(p for p in ("/".join(parts[:end]) + ".py" for end in range(2, len(parts) + 1)) if p in tree)
+    unnamed = sorted(p for p in set(tree) - named if Path(p).name not in ("__init__.py", "__main__.py"))
+    assert not unnamed, f"Modules that ARCHITECTURE.md does not name (add each where it belongs): {unnamed}"

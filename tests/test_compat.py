@@ -7,6 +7,7 @@ module that uses it, instead of a silent fallback or an AttributeError deep insi
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,9 @@ from prefect_mltrain import _compat
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[1]
+# Issue 14's check, `grep -rn "prefect\.\(flow_engine\|server\)\._\|_trial_id"`: it also finds the names in
+# strings (`getattr(trial, "_trial_id")`, `monkeypatch.setattr("prefect.flow_engine._...")`).
+PRIVATE_TEXT = re.compile(r"prefect\.(flow_engine|server)\._|(?<![A-Za-z0-9])_trial_id\b")
 
 
 @pytest.mark.parametrize("api", _compat.PRIVATE_APIS, ids=lambda a: a.target)
@@ -52,6 +56,9 @@ def _private_uses(path: Path) -> list[str]:
             "_validate_params",
         ):
             found.append(f"{path.relative_to(ROOT)}:{node.lineno}: .{node.attr}")
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if PRIVATE_TEXT.search(line):
+            found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     return found
 
 

@@ -1,6 +1,6 @@
 """Build a `TrainingEnvironment` once per machine, cached by its content hash.
 
-Docker environments are handed to `tasks/docker_build.py`; the rest are virtualenvs:
+Docker environments are handed to `environments/docker_build.py`; the rest are virtualenvs:
 
 A build goes into `<envs>/<hash>/` under an exclusive file lock and counts only once its
 marker file is written, last; a failed or killed build is removed or, if the process died,

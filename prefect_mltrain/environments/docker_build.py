@@ -183,10 +183,7 @@ def build_image(environment: TrainingEnvironment, spec: dict[str, Any], digest: 
     Raises:
         EnvironmentBuildError: The build or push failed; nothing was tagged.
     """
-    from prefect_mltrain.environments.build import (
-        BuiltEnvironment,
-        _pip_plan,
-    )
+    from prefect_mltrain.environments.build import BuiltEnvironment
     from prefect_mltrain.system.files import exclusive
 
     client = docker_client()
@@ -216,28 +213,7 @@ def build_image(environment: TrainingEnvironment, spec: dict[str, Any], digest: 
             login(client, environment.registry_url, environment.registry_username, password)
         log.info("Building %s environment %s as image %s", spec["kind"], digest[:16], tag)
         started = time.perf_counter()
-        labels = {HASH_LABEL: digest}
-        with tempfile.TemporaryDirectory(prefix="mltrain-docker-") as scratch:
-            if spec["kind"] == "docker":
-                ca = _host_ca_bundle()
-                if ca is not None:
-                    (Path(scratch) / "mltrain-build-ca.crt").write_bytes(ca.read_bytes())
-                dockerfile = packages_dockerfile(spec, _pip_plan(environment, spec), ca is not None)
-                (Path(scratch) / "Dockerfile").write_text(dockerfile + "\n")
-                image_id = _run_build(client, log, [password], path=scratch, labels=labels)
-            else:
-                text, path, context = environment.dockerfile_text()
-                if path is None:
-                    path = Path(scratch) / "Dockerfile.mltrain"
-                    path.write_text(text)
-                image_id = _run_build(
-                    client,
-                    log,
-                    [password],
-                    path=str(context or scratch),
-                    dockerfile=str(path),
-                    labels=labels,
-                )
+        image_id = _build(client, environment, spec, digest, password, log)
         image = client.images.get(image_id)
         try:
             if environment.registry_url:
@@ -249,3 +225,37 @@ def build_image(environment: TrainingEnvironment, spec: dict[str, Any], digest: 
         seconds = round(time.perf_counter() - started, 3)
         log.info("Built image %s (%s) in %.1f s", tag, image_id[:19], seconds)
         return BuiltEnvironment(digest, spec["kind"], python, None, False, seconds, "docker", tag)
+
+
+def _build(
+    client: Any, environment: TrainingEnvironment, spec: dict[str, Any], digest: str, password: str | None, log: Any
+) -> str:
+    """Build the image of `environment` in a scratch folder, labelled with its hash; return the image id.
+
+    A `docker` environment is its base image with the packages installed (a Dockerfile written
+    here, with the host's CA bundle when it has one); a `dockerfile` environment is the user's
+    Dockerfile, in its own context.
+    """
+    from prefect_mltrain.environments.build import _pip_plan
+
+    labels = {HASH_LABEL: digest}
+    with tempfile.TemporaryDirectory(prefix="mltrain-docker-") as scratch:
+        if spec["kind"] == "docker":
+            ca = _host_ca_bundle()
+            if ca is not None:
+                (Path(scratch) / "mltrain-build-ca.crt").write_bytes(ca.read_bytes())
+            dockerfile = packages_dockerfile(spec, _pip_plan(environment, spec), ca is not None)
+            (Path(scratch) / "Dockerfile").write_text(dockerfile + "\n")
+            return _run_build(client, log, [password], path=scratch, labels=labels)
+        text, path, context = environment.dockerfile_text()
+        if path is None:
+            path = Path(scratch) / "Dockerfile.mltrain"
+            path.write_text(text)
+        return _run_build(
+            client,
+            log,
+            [password],
+            path=str(context or scratch),
+            dockerfile=str(path),
+            labels=labels,
+        )

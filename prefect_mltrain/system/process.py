@@ -64,45 +64,11 @@ def stream_process(
         text=True,
         errors="replace",
     )
-    stderr_tail: deque[str] = deque(maxlen=tail_lines)
-    output_tail: deque[str] = deque(maxlen=tail_lines)
-    lock = threading.Lock()
-
-    def pump(stream_name: str, pipe) -> None:  # type: ignore[no-untyped-def]
-        for raw in pipe:
-            line = raw.rstrip("\n")
-            with lock:
-                output_tail.append(line)
-                if stream_name == "stderr":
-                    stderr_tail.append(line)
-                on_line(stream_name, line)
-        pipe.close()
-
-    pumps = [
-        threading.Thread(target=pump, args=("stdout", proc.stdout), daemon=True),
-        threading.Thread(target=pump, args=("stderr", proc.stderr), daemon=True),
-    ]
-    for thread in pumps:
-        thread.start()
-    timed_out = stopped = False
+    output = _Output(on_line, tail_lines)
+    pumps = output.pump_all(proc)
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        while proc.poll() is None:
-            if deadline is not None and time.monotonic() >= deadline:
-                timed_out = True
-                _kill_group(proc)
-            elif should_stop is not None and should_stop():
-                stopped = True
-                _kill_group(proc)
-            else:
-                try:
-                    proc.wait(
-                        timeout=0.5
-                        if should_stop
-                        else (None if deadline is None else max(0.0, deadline - time.monotonic()))
-                    )
-                except subprocess.TimeoutExpired:
-                    pass
+        timed_out, stopped = _wait(proc, deadline, should_stop)
     except BaseException:
         # Cancellation or Ctrl-C of the caller: never leave the job running behind it.
         _kill_group(proc)
@@ -111,12 +77,69 @@ def stream_process(
         thread.join()
     return ProcessResult(
         exit_code=proc.returncode,
-        stderr_tail="\n".join(stderr_tail),
-        output_tail="\n".join(output_tail),
+        stderr_tail="\n".join(output.stderr_tail),
+        output_tail="\n".join(output.output_tail),
         seconds=time.perf_counter() - started,
         timed_out=timed_out,
         stopped=stopped,
     )
+
+
+class _Output:
+    """A child's stdout and stderr read line by line, each line handed to `on_line` and kept in the tails."""
+
+    def __init__(self, on_line: Callable[[str, str], None], tail_lines: int) -> None:
+        self.on_line = on_line
+        self.stderr_tail: deque[str] = deque(maxlen=tail_lines)
+        self.output_tail: deque[str] = deque(maxlen=tail_lines)
+        self.lock = threading.Lock()
+
+    def pump_all(self, proc: subprocess.Popen) -> list[threading.Thread]:  # type: ignore[type-arg]
+        """Start one reader thread per pipe; they end when the child closes its pipes."""
+        pumps = [
+            threading.Thread(target=self.pump, args=("stdout", proc.stdout), daemon=True),
+            threading.Thread(target=self.pump, args=("stderr", proc.stderr), daemon=True),
+        ]
+        for thread in pumps:
+            thread.start()
+        return pumps
+
+    def pump(self, stream_name: str, pipe) -> None:  # type: ignore[no-untyped-def]
+        for raw in pipe:
+            line = raw.rstrip("\n")
+            with self.lock:
+                self.output_tail.append(line)
+                if stream_name == "stderr":
+                    self.stderr_tail.append(line)
+                self.on_line(stream_name, line)
+        pipe.close()
+
+
+def _wait(
+    proc: subprocess.Popen,  # type: ignore[type-arg]
+    deadline: float | None,
+    should_stop: Callable[[], bool] | None,
+) -> tuple[bool, bool]:
+    """Wait for the child to exit; kill its group at `deadline` or when `should_stop()` says True.
+
+    Returns:
+        Whether it timed out, and whether it was stopped.
+    """
+    timed_out = stopped = False
+    while proc.poll() is None:
+        if deadline is not None and time.monotonic() >= deadline:
+            timed_out = True
+            _kill_group(proc)
+        elif should_stop is not None and should_stop():
+            stopped = True
+            _kill_group(proc)
+        else:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                proc.wait(timeout=0.5 if should_stop else left)  # should_stop is polled twice a second
+            except subprocess.TimeoutExpired:
+                pass
+    return timed_out, stopped
 
 
 def _kill_group(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
