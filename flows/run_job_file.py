@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +20,8 @@ from prefect_mltrain.errors import ConfigurationError
 from prefect_mltrain.flows._embedded import flow
 from prefect_mltrain.flows.sweep import SweepResult, check_sweep, study_path, sweep
 from prefect_mltrain.flows.train_job import JobResult, _check_job, train_job
+from prefect_mltrain.jobs.job_inputs import staged_inputs
 from prefect_mltrain.jobs.jobfile import Findings, JobFile, read_job_file, render_command
-from prefect_mltrain.jobs.snapshot import list_source_files
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.sweep.config import Limits
 from prefect_mltrain.sweep.plan import plan_sweep
@@ -44,85 +41,6 @@ def job_environment(job: JobFile) -> TrainingEnvironment | str | None:
         extra = fields.get("environment_variables") or {}
         return block.model_copy(update={"environment_variables": {**block.environment_variables, **extra}})
     return TrainingEnvironment(**fields)
-
-
-@dataclass(frozen=True)
-class _Staged:
-    """Where the job's command runs from and the paths it sees for its file inputs."""
-
-    code: str
-    inputs: dict[str, str]
-
-
-#: Where inputs that travel with the snapshot sit, relative to the job's working folder.
-TRAVELLING_INPUTS = ".mltrain-inputs"
-
-
-@contextmanager
-def _staged_inputs(job: JobFile) -> Iterator[_Staged]:
-    """Paths the command sees for file inputs: the original (mount) or a private copy (download).
-
-    The copies are the job's scratch, as on an Azure ML compute's disk: their folder
-    (`<runs>/inputs/<flow run id>`) is removed when the job ends, whether it succeeded or not.
-    On a compute whose workers run on other machines (`DaskCompute.runs_on_this_machine()` is
-    False) no path of this machine reaches the command: the inputs travel with the source
-    snapshot instead (`_travelling`), whatever their mode.
-    """
-    copies = MltrainSettings().runs_dir / "inputs" / (flow_run_info()["id"] or uuid.uuid4().hex)
-    try:
-        with_path = {name: item for name, item in job.inputs.items() if item.path is not None}
-        if with_path and not _runs_on_this_machine(job.compute):
-            yield _travelling(job, with_path, copies)
-            return
-        staged: dict[str, str] = {}
-        for name, item in with_path.items():
-            assert item.path is not None
-            if item.mode == "download":
-                staged[name] = str(_copy(Path(item.path), copies / name / Path(item.path).name))
-            else:
-                staged[name] = item.path
-        yield _Staged(str(job.code), staged)
-    finally:
-        shutil.rmtree(copies, ignore_errors=True)
-
-
-def _runs_on_this_machine(compute: str | None) -> bool:
-    return compute is None or resolve_block(compute, DaskCompute, "compute").runs_on_this_machine()
-
-
-def _copy(source: Path, target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if source.is_dir():
-        shutil.copytree(source, target)
-    else:
-        shutil.copy2(source, target)
-    return target
-
-
-def _travelling(job: JobFile, inputs: dict[str, Any], copies: Path) -> _Staged:
-    """The job's code (the files its snapshot takes) and its inputs under `.mltrain-inputs/`, in one folder.
-
-    The folder becomes the job's source directory, so the inputs reach workers on other machines
-    with the code (content-addressed, downloaded once per worker) and the command reads them by a
-    path relative to its working folder. Ignore files were applied while copying the code: the
-    copy's own `.amlignore` is empty, so that a `*.csv` in the user's `.gitignore` cannot drop an input.
-    """
-    code = copies / "code"
-    for file, _ in list_source_files(job.code):
-        _copy(job.code / file, code / file)
-    (code / ".amlignore").write_text("# the files of the job's code, already filtered, and its inputs\n")
-    staged: dict[str, str] = {}
-    for name, item in inputs.items():
-        rel = Path(TRAVELLING_INPUTS) / name / Path(item.path).name
-        _copy(Path(item.path), code / rel)
-        staged[name] = str(rel)
-    get_run_logger().info(
-        "The job's compute runs on other machines: its inputs %s travel with its source snapshot "
-        "(as mode `download`) and the command reads them under %s/.",
-        ", ".join(inputs),
-        TRAVELLING_INPUTS,
-    )
-    return _Staged(str(code), staged)
 
 
 # Azure ML's `limits` keys that `Limits` spells differently.
@@ -419,7 +337,9 @@ def run_job_file(path: str, overrides: list[str] | None = None, resume: bool = F
     """
     job = check_job_file(path, overrides, resume)
     outputs = {name: f"outputs/{name}" for name in job.outputs}
-    with _staged_inputs(job) as staged:
+    scratch = MltrainSettings().runs_dir / "inputs" / (flow_run_info()["id"] or uuid.uuid4().hex)
+    runs_here = job.compute is None or resolve_block(job.compute, DaskCompute, "compute").runs_on_this_machine()
+    with staged_inputs(job, scratch, runs_here, get_run_logger()) as staged:
         command = render_command(job, staged.inputs, outputs)
         if job.type == "sweep":
             return _run_sweep(job, command, resume, staged.code)
