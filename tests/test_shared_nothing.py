@@ -198,10 +198,10 @@ JOB_FILE = textwrap.dedent("""
     inputs:
       table:
         type: uri_file
-        path: ../data/table.csv
+        path: data/table.csv
       folder:
         type: uri_folder
-        path: ../data/more
+        path: data/more
     outputs:
       counts:
         type: uri_folder
