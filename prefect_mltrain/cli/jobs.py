@@ -48,11 +48,16 @@ def _job_run(args: argparse.Namespace) -> int:
     with _watched() as tag:
         from prefect import tags
 
+        # Ctrl-C (and `job cancel`, which sends SIGINT) ends the job from here, before Prefect's
+        # engine sees a KeyboardInterrupt and calls the run Crashed for a while.
+        previous = signal.signal(signal.SIGINT, lambda *_: _cancelled(tag))
         try:
             with tags(tag):
                 state = run_job_file(args.file, args.set, resume=args.resume, return_state=True)
         except KeyboardInterrupt:
             return _cancelled(tag)
+        finally:
+            signal.signal(signal.SIGINT, previous)
     if not state.is_completed():
         return _failed(state, _debug(args))
     result = state.result()
