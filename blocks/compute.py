@@ -25,6 +25,8 @@ from prefect_mltrain.system.imports import import_from_path
 if TYPE_CHECKING:
     from prefect_dask import DaskTaskRunner
 
+    from prefect_mltrain.compute.warm import WarmCompute
+
 logger = logging.getLogger("prefect_mltrain.compute")
 
 LOCAL_CLUSTER = "distributed.LocalCluster"
@@ -258,8 +260,8 @@ class DaskCompute(Block):
         )
         return default and MltrainSettings().warm_compute
 
-    def _warm_address(self) -> str | None:
-        """The warm cluster's address (started if needed), or None where this flow cannot use it."""
+    def _warm_compute(self) -> WarmCompute | None:
+        """The warm cluster (started if needed), or None where this flow cannot use it."""
         from prefect.settings import PREFECT_API_URL
 
         from prefect_mltrain.compute.warm import ensure_warm_compute, environment_key
@@ -279,7 +281,7 @@ class DaskCompute(Block):
                 warm.address,
             )
             return None
-        return warm.address
+        return warm
 
     def task_runner(self) -> DaskTaskRunner:
         """A prefect-dask `DaskTaskRunner` for this compute target.
@@ -292,8 +294,10 @@ class DaskCompute(Block):
             self.check_reachable()
             return _task_runner_class()(address=self.address)
         cluster_class = self.resolved_cluster_class()
-        if self.wants_warm_compute(cluster_class) and (warm := self._warm_address()):
-            return _warm_task_runner_class()(address=warm)
+        if self.wants_warm_compute(cluster_class) and (warm := self._warm_compute()):
+            runner = _warm_task_runner_class()(address=warm.address)
+            runner.expected_workers = warm.n_workers  # type: ignore[attr-defined]
+            return runner
         if self.reuse_cluster:
             return _task_runner_class()(address=self._shared_cluster_address(cluster_class))
         _import_object(cluster_class)  # fail here, in the flow, with a clear message

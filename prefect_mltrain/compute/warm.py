@@ -34,6 +34,9 @@ logger = logging.getLogger("prefect_mltrain.compute")
 
 _STATE_FILE = "warm-compute.json"
 PRELOAD = "prefect_mltrain.compute.warm_preload"
+#: Seconds a worker may take to start (its preload, on a busy machine) and waits for a scheduler
+#: that went away before it exits; the next flow or `server stop` ends it sooner.
+DEATH_TIMEOUT = 600
 
 
 @dataclass(frozen=True)
@@ -98,10 +101,12 @@ def _read_state(settings: MltrainSettings) -> WarmCompute | None:
 
 
 def running_warm_compute(settings: MltrainSettings | None = None) -> WarmCompute | None:
-    """The home's warm cluster if its scheduler runs (recorded, pid alive, port answering), else None."""
+    """The home's warm cluster if it runs (recorded, scheduler and workers alive, port answering), else None."""
     settings = settings or MltrainSettings()
     state = _read_state(settings)
-    if state is None or not _alive(state.scheduler_pid) or not _answers(state.address):
+    if state is None or not _alive(state.scheduler_pid) or not _alive(state.workers_pid):
+        return None  # a cluster without its workers would leave every flow waiting
+    if not _answers(state.address):
         return None
     return state
 
@@ -147,7 +152,7 @@ def start_warm_compute(settings: MltrainSettings, api_url: str | None = None, ti
     workers_argv = [
         *dask, "worker", address,
         "--nworkers", str(n_workers), "--nthreads", str(threads),
-        "--preload", PRELOAD, "--no-dashboard", "--death-timeout", "60",
+        "--preload", PRELOAD, "--no-dashboard", "--death-timeout", str(DEATH_TIMEOUT),
         "--local-directory", str(folder),
     ]  # fmt: skip
     workers_pid = _spawn(workers_argv, folder / "workers.log", env, folder)
@@ -185,11 +190,16 @@ def ensure_warm_compute(settings: MltrainSettings | None = None, api_url: str | 
             return running
         gone = _read_state(settings)
         if gone is not None:
+            dead = [
+                f"{what} pid {pid}"
+                for what, pid in (("scheduler", gone.scheduler_pid), ("workers", gone.workers_pid))
+                if not _alive(pid)
+            ]
             logger.warning(
-                "The warm Dask compute of %s (scheduler %s, pid %d) is gone; starting a fresh one.",
+                "The warm Dask compute of %s at %s is gone (%s not running); starting a fresh one.",
                 settings.home_dir,
                 gone.address,
-                gone.scheduler_pid,
+                ", ".join(dead) or "its scheduler does not answer",
             )
             _stop(gone)
         warm = start_warm_compute(settings, api_url)
