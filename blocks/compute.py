@@ -7,6 +7,7 @@ import contextvars
 import functools
 import importlib
 import logging
+import os
 import socket
 import threading
 from typing import TYPE_CHECKING, Any
@@ -18,10 +19,13 @@ from pydantic import Field, field_validator
 from prefect_mltrain.compute.devices import visible_gpu_count
 from prefect_mltrain.compute.spawning import main_not_rerun
 from prefect_mltrain.errors import ComputeError, ConfigurationError
+from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.system.imports import import_from_path
 
 if TYPE_CHECKING:
     from prefect_dask import DaskTaskRunner
+
+    from prefect_mltrain.compute.warm import WarmCompute
 
 logger = logging.getLogger("prefect_mltrain.compute")
 
@@ -51,8 +55,10 @@ def _import_object(path: str) -> Any:
 class DaskCompute(Block):
     """A Dask compute target for training tasks: an existing scheduler or a cluster class.
 
-    With no fields set it starts a `distributed.LocalCluster` on this machine, or dask-cuda's
-    `LocalCUDACluster` (one worker per GPU) where GPUs and dask-cuda are present.
+    With no fields set it runs on the project home's warm local Dask cluster (started once,
+    kept between flows, one worker process per core: `compute.warm`), or on dask-cuda's
+    `LocalCUDACluster` (one worker per GPU) where GPUs and dask-cuda are present. With
+    `PREFECT_MLTRAIN_WARM_COMPUTE=false`, or any field set, each flow starts a cluster of its own.
 
     Example:
         ```python
@@ -234,6 +240,49 @@ class DaskCompute(Block):
                 _clusters[key] = cluster
         return str(cluster.scheduler_address)
 
+    def wants_warm_compute(self, cluster_class: str) -> bool:
+        """Whether this block runs on the home's warm cluster: the default compute, warm compute on.
+
+        Any field that asks for something the warm cluster does not give (an address, sizing,
+        adaptive scaling, GPUs, a cluster per run) keeps a cluster of its own.
+
+        >>> DaskCompute().wants_warm_compute(LOCAL_CLUSTER), DaskCompute.in_process().wants_warm_compute(LOCAL_CLUSTER)
+        (True, False)
+        """
+        default = (
+            self.address is None
+            and cluster_class == LOCAL_CLUSTER
+            and self.cluster_class in ("auto", LOCAL_CLUSTER)
+            and not self.cluster_kwargs
+            and not self.adapt_kwargs
+            and not self.gpus_per_trial
+            and self.reuse_cluster
+        )
+        return default and MltrainSettings().warm_compute
+
+    def _warm_compute(self) -> WarmCompute | None:
+        """The warm cluster (started if needed), or None where this flow cannot use it."""
+        from prefect.settings import PREFECT_API_URL
+
+        from prefect_mltrain.compute.warm import ensure_warm_compute, environment_key
+
+        api_url = PREFECT_API_URL.value()
+        try:
+            warm = ensure_warm_compute(api_url=api_url)
+        except ComputeError as exc:
+            logger.warning("%s\nThis flow starts a Dask cluster of its own instead.", exc)
+            return None
+        if warm.environment != environment_key(api_url):
+            logger.warning(
+                "The warm Dask compute at %s was started with another Prefect API or other "
+                "PREFECT_MLTRAIN_* settings than this flow's; this flow starts a Dask cluster of its "
+                "own. Fix: `prefect-mltrain server stop`, then run again in this environment (or set "
+                "PREFECT_MLTRAIN_WARM_COMPUTE=false).",
+                warm.address,
+            )
+            return None
+        return warm
+
     def task_runner(self) -> DaskTaskRunner:
         """A prefect-dask `DaskTaskRunner` for this compute target.
 
@@ -245,6 +294,10 @@ class DaskCompute(Block):
             self.check_reachable()
             return _task_runner_class()(address=self.address)
         cluster_class = self.resolved_cluster_class()
+        if self.wants_warm_compute(cluster_class) and (warm := self._warm_compute()):
+            runner = _warm_task_runner_class()(address=warm.address)
+            runner.expected_workers = warm.n_workers  # type: ignore[attr-defined]
+            return runner
         if self.reuse_cluster:
             return _task_runner_class()(address=self._shared_cluster_address(cluster_class))
         _import_object(cluster_class)  # fail here, in the flow, with a clear message
@@ -266,6 +319,25 @@ def _task_runner_class() -> type[DaskTaskRunner]:
                 return super().__enter__()
 
     return LocalDaskTaskRunner
+
+
+@functools.cache
+def _warm_task_runner_class() -> type[DaskTaskRunner]:
+    """A `DaskTaskRunner` on the warm cluster whose workers adopt this flow's code and directory."""
+    from prefect_dask import DaskTaskRunner
+
+    from prefect_mltrain.compute.flow_code import FlowCode, adopt_flow_code, user_code_paths
+
+    class WarmDaskTaskRunner(DaskTaskRunner):
+        def __enter__(self) -> WarmDaskTaskRunner:
+            runner = super().__enter__()
+            paths, cwd = user_code_paths(), os.getcwd()
+            # The scheduler unpickles the task graph too, so it imports the flow's modules as well.
+            self.client.run_on_scheduler(adopt_flow_code, paths, cwd)
+            self.client.register_plugin(FlowCode(paths, cwd))
+            return runner
+
+    return WarmDaskTaskRunner
 
 
 def close_shared_clusters() -> None:

@@ -319,7 +319,8 @@ def _say_what_runs_at_once(task_runner: Any, slots: int, asked: int, warn: Any) 
     try:
         client = task_runner.client
         # A local cluster's workers may still be registering: wait for as many as it was made with.
-        expected = len(getattr(getattr(client, "cluster", None), "worker_spec", None) or {}) or 1
+        expected = getattr(task_runner, "expected_workers", None)  # the warm cluster's
+        expected = expected or len(getattr(getattr(client, "cluster", None), "worker_spec", None) or {}) or 1
         client.wait_for_workers(expected, timeout=10)
         threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
     except Exception:  # noqa: BLE001 - an adaptive or remote cluster with none yet: it may grow, nothing to say

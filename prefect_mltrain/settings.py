@@ -31,6 +31,16 @@ class MltrainSettings(BaseSettings):
     mlflow_port: int = Field(
         default=5000, ge=1, le=65535, description="Port of the local MLflow tracking server and UI."
     )
+    warm_compute: bool = Field(
+        default=True,
+        description="Run flows that use the default `DaskCompute()` on the home's warm local Dask "
+        "cluster (started once, kept between flows, stopped by `server stop`); false: a new "
+        "LocalCluster per flow, as before.",
+    )
+    warm_workers: int = Field(
+        default=0, ge=0, description="Worker processes of the warm local Dask cluster; 0: one per CPU core."
+    )
+    warm_threads: int = Field(default=1, ge=1, description="Threads of each warm worker process.")
     installer: str = Field(
         default="auto",
         pattern="^(auto|uv|pip)$",

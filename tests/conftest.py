@@ -51,10 +51,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     from helpers import drain_prefect_queues
 
     from prefect_mltrain.blocks.compute import close_shared_clusters
+    from prefect_mltrain.compute.warm import stop_warm_compute
     from prefect_mltrain.server.mlflow_server import stop_mlflow_server
     from prefect_mltrain.system.process import stop_pid
 
     close_shared_clusters()
+    stop_warm_compute()  # the home's warm cluster, if a flow on the default compute started one
     stop_mlflow_server()
     info = _state.get("server")
     if info is not None:

@@ -48,17 +48,22 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _server(args: argparse.Namespace) -> int:
+    from prefect_mltrain.compute import warm
+
     if args.action == "start":
         info = ensure_server()
+        # Its workers import in the background; only its scheduler is waited for (a second or two).
+        compute = warm.ensure_warm_compute(api_url=info.api_url) if MltrainSettings().warm_compute else None
         mlflow = ensure_mlflow_server()
         print(
             f"Prefect server: {info.api_url}  (UI {info.ui_url})\n"
             f"MLflow server:  {mlflow.url}  (UI {mlflow.url})\n"
+            f"Dask compute:   {_describe(compute)}\n"
             f"export PREFECT_API_URL={info.api_url}"
         )
     elif args.action == "stop":
-        prefect_stopped, mlflow_stopped = stop_local_server(), stop_mlflow_server()
-        print("stopped" if prefect_stopped or mlflow_stopped else "no local server was running")
+        stopped = [stop_local_server(), stop_mlflow_server(), warm.stop_warm_compute()]
+        print("stopped" if any(stopped) else "no local server was running")
     else:
         home = MltrainSettings().home_dir
         state = home / "prefect-server.json"
@@ -66,8 +71,20 @@ def _server(args: argparse.Namespace) -> int:
         mlflow_running = running_mlflow_server()
         print(f"Prefect server: {'running' if running else 'not running'}")
         print(f"MLflow server:  {f'running at {mlflow_running.url}' if mlflow_running else 'not running'}")
+        print(f"Dask compute:   {_describe(warm.running_warm_compute())}")
         return 0 if running else 1
     return 0
+
+
+def _describe(compute: object) -> str:
+    from prefect_mltrain.compute.warm import WarmCompute
+
+    if not isinstance(compute, WarmCompute):
+        return "not running" if MltrainSettings().warm_compute else "off (PREFECT_MLTRAIN_WARM_COMPUTE=false)"
+    return (
+        f"running at {compute.address} ({compute.n_workers} worker process(es) x "
+        f"{compute.threads_per_worker} thread(s), warm between flows)"
+    )
 
 
 def _env(args: argparse.Namespace) -> int:
