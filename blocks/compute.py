@@ -55,10 +55,10 @@ def _import_object(path: str) -> Any:
 class DaskCompute(Block):
     """A Dask compute target for training tasks: an existing scheduler or a cluster class.
 
-    With no fields set it runs on the project home's warm local Dask cluster (started once,
-    kept between flows, one worker process per core: `compute.warm`), or on dask-cuda's
+    With no fields set it starts a `distributed.LocalCluster` on this machine, or dask-cuda's
     `LocalCUDACluster` (one worker per GPU) where GPUs and dask-cuda are present. With
-    `PREFECT_MLTRAIN_WARM_COMPUTE=false`, or any field set, each flow starts a cluster of its own.
+    `PREFECT_MLTRAIN_WARM_COMPUTE=true` (opt-in) it runs on the project home's warm local Dask
+    cluster instead (started once, kept between flows, one worker process per core: `compute.warm`).
 
     Example:
         ```python
@@ -246,8 +246,13 @@ class DaskCompute(Block):
         Any field that asks for something the warm cluster does not give (an address, sizing,
         adaptive scaling, GPUs, a cluster per run) keeps a cluster of its own.
 
+        >>> import os
+        >>> os.environ["PREFECT_MLTRAIN_WARM_COMPUTE"] = "true"
         >>> DaskCompute().wants_warm_compute(LOCAL_CLUSTER), DaskCompute.in_process().wants_warm_compute(LOCAL_CLUSTER)
         (True, False)
+        >>> del os.environ["PREFECT_MLTRAIN_WARM_COMPUTE"]
+        >>> DaskCompute().wants_warm_compute(LOCAL_CLUSTER)
+        False
         """
         default = (
             self.address is None

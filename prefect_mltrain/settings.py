@@ -32,10 +32,11 @@ class MltrainSettings(BaseSettings):
         default=5000, ge=1, le=65535, description="Port of the local MLflow tracking server and UI."
     )
     warm_compute: bool = Field(
-        default=True,
+        default=False,
         description="Run flows that use the default `DaskCompute()` on the home's warm local Dask "
-        "cluster (started once, kept between flows, stopped by `server stop`); false: a new "
-        "LocalCluster per flow, as before.",
+        "cluster (started once, kept between flows, stopped by `server stop`); false (the "
+        "default): a new LocalCluster per flow. Off by default: concurrent flows from different "
+        "folders would share its workers' working folder and import paths.",
     )
     warm_workers: int = Field(
         default=0, ge=0, description="Worker processes of the warm local Dask cluster; 0: one per CPU core."

@@ -102,7 +102,7 @@ def test_server_start_shares_one_warm_cluster_between_flows_and_stop_ends_it(tmp
         PREFECT_MLTRAIN_MLFLOW_PORT=str(free_port()),
         PREFECT_MLTRAIN_WARM_WORKERS="2",
     )
-    env.pop("PREFECT_MLTRAIN_WARM_COMPUTE", None)
+    env["PREFECT_MLTRAIN_WARM_COMPUTE"] = "true"  # opt-in
     started = _cli(env, "server", "start")
     assert started.returncode == 0, started.stdout + started.stderr
     assert "Dask compute:   running at tcp://127.0.0.1:" in started.stdout, started.stdout
