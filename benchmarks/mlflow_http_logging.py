@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -32,11 +33,12 @@ print(f"LOGGED {time.perf_counter() - started:.4f}", flush=True)
 """
 
 
-def _logging_seconds(flow_run_id: str) -> float:
-    from helpers import flow_run_logs
-
-    line = next(m for m in flow_run_logs(flow_run_id, "LOGGED") if m.startswith("LOGGED"))
-    return float(line.split()[1])
+def _logging_seconds(tracking: Any, run_id: str) -> float:
+    """What the script measured, from the job's user log (an artifact of its MLflow run)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tracking.client().download_artifacts(run_id, "user_logs/std_log.txt", tmp))
+        line = next(m for m in log.read_text().splitlines() if "LOGGED" in m)
+    return float(line.split("LOGGED", 1)[1].split()[0])
 
 
 def main() -> None:
@@ -63,7 +65,7 @@ def main() -> None:
                     script="log_many.py", arguments=[args.metrics], source_directory=str(source), tracking=tracking
                 )
                 seen[name]["wall"].append(time.perf_counter() - started)
-                seen[name]["log"].append(_logging_seconds(result.flow_run_url.rsplit("/", 1)[-1]))
+                seen[name]["log"].append(_logging_seconds(tracking, result.mlflow_run_id))
                 points = tracking.client().get_metric_history(result.mlflow_run_id, "loss")
                 assert len(points) == args.metrics, (name, len(points))
         med = {name: {k: statistics.median(v) for k, v in runs.items()} for name, runs in seen.items()}

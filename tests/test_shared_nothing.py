@@ -146,6 +146,8 @@ def test_a_command_trial_sweep_runs_on_workers_that_share_nothing(elsewhere, pro
     src = sources / "trial"
     src.mkdir()
     (src / "train.py").write_text(TRIAL)
+    flow_side = project_home / "runs" / "trials"  # other tests' local sweeps leave theirs here
+    before = set(flow_side.iterdir()) if flow_side.exists() else set()
     result = sweep(
         trial=CommandTrial(script="train.py", source_directory=str(src), arguments=["--x", "${{search_space.x}}"]),
         search_space={"x": uniform(0, 1)},
@@ -165,7 +167,7 @@ def test_a_command_trial_sweep_runs_on_workers_that_share_nothing(elsewhere, pro
         x = float(child.data.params["x"])
         assert history == pytest.approx([x, 2 * x, 3 * x])  # as the script logged it, point for point
         assert "outputs/x.txt" in _artifacts(child.info.run_id)
-    assert not (project_home / "runs" / "trials").exists() or not any((project_home / "runs" / "trials").iterdir())
+    assert (set(flow_side.iterdir()) if flow_side.exists() else set()) == before  # no trial ran on the flow's side
     assert sum(len(list((home / "runs" / "trials").glob("*"))) for home in homes if (home / "runs").exists()) == 4
 
 
