@@ -29,6 +29,7 @@ from prefect_mltrain.errors import ComputeError
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.system.files import exclusive, write_atomically
 from prefect_mltrain.system.net import free_port
+from prefect_mltrain.system.process import pid_alive
 
 logger = logging.getLogger("prefect_mltrain.compute")
 
@@ -74,16 +75,6 @@ def sizing(settings: MltrainSettings) -> tuple[int, int]:
     return (settings.warm_workers or max(cores, 1), settings.warm_threads)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _answers(address: str, timeout: float = 1.0) -> bool:
     host, _, port = address.removeprefix("tcp://").rpartition(":")
     try:
@@ -104,7 +95,7 @@ def running_warm_compute(settings: MltrainSettings | None = None) -> WarmCompute
     """The home's warm cluster if it runs (recorded, scheduler and workers alive, port answering), else None."""
     settings = settings or MltrainSettings()
     state = _read_state(settings)
-    if state is None or not _alive(state.scheduler_pid) or not _alive(state.workers_pid):
+    if state is None or not pid_alive(state.scheduler_pid) or not pid_alive(state.workers_pid):
         return None  # a cluster without its workers would leave every flow waiting
     if not _answers(state.address):
         return None
@@ -159,7 +150,7 @@ def start_warm_compute(settings: MltrainSettings, api_url: str | None = None, ti
     warm = WarmCompute(address, scheduler_pid, workers_pid, n_workers, threads, environment_key(api_url), started=True)
     deadline = time.monotonic() + timeout
     while not _answers(address, timeout=0.5):
-        if time.monotonic() > deadline or not _alive(scheduler_pid):
+        if time.monotonic() > deadline or not pid_alive(scheduler_pid):
             _stop(warm)
             log_path = folder / "scheduler.log"
             tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else "(no log)"
@@ -193,7 +184,7 @@ def ensure_warm_compute(settings: MltrainSettings | None = None, api_url: str | 
             dead = [
                 f"{what} pid {pid}"
                 for what, pid in (("scheduler", gone.scheduler_pid), ("workers", gone.workers_pid))
-                if not _alive(pid)
+                if not pid_alive(pid)
             ]
             logger.warning(
                 "The warm Dask compute of %s at %s is gone (%s not running); starting a fresh one.",
@@ -250,6 +241,6 @@ def stop_warm_compute(settings: MltrainSettings | None = None) -> bool:
         (settings.home_dir / _STATE_FILE).unlink(missing_ok=True)
         if state is None:
             return False
-        was_running = _alive(state.scheduler_pid) or _alive(state.workers_pid)
+        was_running = pid_alive(state.scheduler_pid) or pid_alive(state.workers_pid)
         _stop(state)
         return was_running

@@ -26,7 +26,7 @@ from prefect_mltrain.errors import ConfigurationError
 from prefect_mltrain.settings import MltrainSettings
 from prefect_mltrain.system.files import exclusive, write_atomically
 from prefect_mltrain.system.net import free_port
-from prefect_mltrain.system.process import stop_pid
+from prefect_mltrain.system.process import pid_alive, stop_pid
 
 _STATE_FILE = "mlflow-server.json"
 
@@ -114,7 +114,7 @@ def _wait_healthy(info: MlflowServerInfo, mlflow_dir: Path, timeout: float = 180
     while time.monotonic() < deadline:
         if is_healthy(info.url, timeout=1.0):
             return
-        if info.pid is not None and not _alive(info.pid):
+        if info.pid is not None and not pid_alive(info.pid):
             break
         time.sleep(0.1)
     if info.pid is not None:
@@ -127,16 +127,6 @@ def _wait_healthy(info: MlflowServerInfo, mlflow_dir: Path, timeout: float = 180
     )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def running_mlflow_server(settings: MltrainSettings | None = None) -> MlflowServerInfo | None:
     """The project home's MLflow server if it is running (recorded, and alive or answering), else None."""
     settings = settings or MltrainSettings()
@@ -145,7 +135,7 @@ def running_mlflow_server(settings: MltrainSettings | None = None) -> MlflowServ
         state = json.loads(state_path.read_text())
     except (OSError, ValueError):
         return None
-    if _alive(int(state["pid"])):
+    if pid_alive(int(state["pid"])):
         return MlflowServerInfo(url=state["url"], pid=int(state["pid"]), started=False)
     # Another pid namespace sharing the home (a flow in a container on the host network): it answers.
     if is_healthy(state["url"], timeout=1.0):
