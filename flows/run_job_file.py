@@ -338,7 +338,13 @@ def run_job_file(path: str, overrides: list[str] | None = None, resume: bool = F
     job = check_job_file(path, overrides, resume)
     outputs = {name: f"outputs/{name}" for name in job.outputs}
     scratch = MltrainSettings().runs_dir / "inputs" / (flow_run_info()["id"] or uuid.uuid4().hex)
-    runs_here = job.compute is None or resolve_block(job.compute, DaskCompute, "compute").runs_on_this_machine()
+    # The compute's block is loaded here only when some input is a path that may have to travel.
+    has_paths = any(item.path is not None for item in job.inputs.values())
+    runs_here = (
+        not has_paths
+        or job.compute is None
+        or resolve_block(job.compute, DaskCompute, "compute").runs_on_this_machine()
+    )
     with staged_inputs(job, scratch, runs_here, get_run_logger()) as staged:
         command = render_command(job, staged.inputs, outputs)
         if job.type == "sweep":
